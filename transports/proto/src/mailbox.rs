@@ -179,6 +179,15 @@ impl CallTable {
         }
     }
 
+    /// Give back the slot of a call whose request was never sent (the post
+    /// failed), so no reply can arrive for it.
+    pub fn withdraw(&mut self, call: CallId) {
+        if self.is_in_flight(call) {
+            self.slots[call.slot as usize] = SlotState::Free;
+            self.free.push(call.slot);
+        }
+    }
+
     /// The link is gone: nothing can arrive any more. Frees every slot and
     /// returns the calls that were still waiting.
     pub fn reset(&mut self) -> Vec<CallId> {

@@ -179,7 +179,7 @@ impl fmt::Display for LinkFailure {
 }
 
 /// Error from [`Transport::register`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RegisterError {
     /// Allocation failed; use a smaller `--buf-mb`.
     #[error(transparent)]
@@ -193,7 +193,7 @@ pub enum RegisterError {
 }
 
 /// Error from [`Transport::connect`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConnectError {
     /// The peer runs another backend; start both sides with the same `--transport`.
     #[error("peer uses the {peer} transport, this side uses {local}")]
@@ -213,7 +213,7 @@ pub enum ConnectError {
 }
 
 /// Error from [`Transport::post_write_imm`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PostError {
     /// Backpressure: the send queue holds `depth` writes. Poll completions, then retry.
     #[error("send queue full ({depth} outstanding writes)")]
@@ -241,7 +241,7 @@ pub enum PostError {
 }
 
 /// A local, unrecoverable fault from [`Transport::poll_completions`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
     /// The completion machinery itself failed; the transport is unusable.
     #[error("transport failed: {0}")]
@@ -284,8 +284,10 @@ pub trait Transport {
     /// Connection information to publish at rendezvous.
     fn local_addr(&self) -> TransportAddr;
 
-    /// Connect to the peer described by `peer`. Connecting again to another
-    /// endpoint drops the previous link (its pending work completes as `PeerGone`).
+    /// Connect to the peer described by `peer`. The link may come up
+    /// asynchronously; writes posted before that are queued. Connecting again
+    /// drops the previous link together with its queued work and completions
+    /// (rendezvous reconnects before anything is posted on the new link).
     ///
     /// # Errors
     /// [`ConnectError`] when the peer is of another kind or unreachable.
@@ -317,6 +319,14 @@ pub trait Transport {
 
     /// Why the link failed, once it has.
     fn link_failure(&self) -> Option<&LinkFailure>;
+
+    /// Whether busy-polling may shorten the current wait. Kernel-socket
+    /// backends say no while a bulk transfer is mid-flight: spinning syscalls
+    /// then contend with the kernel's own processing of that socket. RDMA and
+    /// shared memory always gain from it.
+    fn busy_poll_helps(&self) -> bool {
+        true
+    }
 
     /// Tear the link down. Idempotent; everything pending completes as
     /// [`WcStatus::Cancelled`] on the next poll.

@@ -1,0 +1,84 @@
+//! actix actors: [`DriverActor`] and [`WorkerActor`].
+//!
+//! The actors are thin: each owns the setup of one agent, runs the node body
+//! ([`driver::drive_sweep`], [`worker::serve`]) on its own arbiter thread
+//! — so the transport is created, polled and dropped on that one thread, no
+//! cross-thread hop per call — and turns messages into alarm trips. Every
+//! protocol decision lives in `slimebench_proto` (rendezvous, mailbox) and
+//! [`crate::rpc`]; sequencing lives in the node bodies.
+
+pub mod driver;
+pub mod worker;
+
+pub use driver::{DriverActor, DriverReport, RunSweep};
+pub use worker::{WorkerActor, WorkerReport};
+
+use std::time::Duration;
+
+use actix::Message;
+use slimebench_proto::rendezvous::{LocalEndpoint, Timing};
+use slimebench_proto::{Geometry, Keys, MrDesc, Transport};
+
+use crate::bench::sweep::SweepError;
+use crate::control::ControlError;
+use crate::rpc::{RpcError, SpinPolicy};
+
+/// Builds the transport on the actor's own thread (an RDMA QP, a TCP
+/// listener registered with that thread's reactor, …).
+pub type TransportFactory<T> = Box<dyn FnOnce() -> Result<T, String> + Send>;
+
+/// Everything one agent needs besides its transport.
+#[derive(Clone)]
+pub struct AgentSetup<S> {
+    pub store: S,
+    pub keys: Keys,
+    pub alias: String,
+    /// Fresh and non-zero for every start.
+    pub incarnation: u64,
+    pub timing: Timing,
+    pub geometry: Geometry,
+    pub spin: SpinPolicy,
+    /// Longest wait between two looks at the store's notifications.
+    pub poll_period: Duration,
+    /// Bound on control-loop iterations (the simulator sets one).
+    pub max_steps: Option<u64>,
+}
+
+impl<S> AgentSetup<S> {
+    fn local(&self, transport: &impl Transport, mailbox: MrDesc) -> LocalEndpoint {
+        LocalEndpoint {
+            alias: self.alias.clone(),
+            incarnation: self.incarnation,
+            host: crate::bench::summary::hostname(),
+            pid: std::process::id(),
+            transport: transport.local_addr(),
+            mailbox,
+            geometry: self.geometry,
+        }
+    }
+}
+
+/// Why a node (driver or worker) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The transport could not be created (bind failed, no device, …).
+    #[error("cannot create transport: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("rendezvous failed: {0}")]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+    /// Asked to stop before finishing.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// The actor was gone before it answered (it panicked or its thread died).
+    #[error("{0} actor stopped without answering")]
+    ActorGone(&'static str),
+}
+
+/// Stop a node: pending calls and waits fail or end with a shutdown.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;

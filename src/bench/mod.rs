@@ -1,0 +1,9 @@
+//! Sweep plan, statistics, CSV, comparison table, summary, floor baseline.
+pub mod csv;
+pub mod floor;
+pub mod plan;
+pub mod progress;
+pub mod stats;
+pub mod summary;
+pub mod sweep;
+pub mod table;

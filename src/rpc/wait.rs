@@ -1,0 +1,67 @@
+//! Waiting on a transport: a bounded busy-poll, then sleep on readiness.
+//!
+//! Spinning keeps small round trips off the scheduler (a thread wake-up costs
+//! ~10 µs on the target machines, more than a 1 KiB round trip); the budget
+//! bounds the CPU burnt when nothing comes, after which the waiter parks on
+//! [`slimebench_proto::Transport::poll_ready`]. A zero budget never reads the
+//! clock, which is what the simulator needs.
+
+use std::time::{Duration, Instant};
+
+/// Busy-poll budget per wait.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SpinPolicy {
+    pub budget: Duration,
+}
+
+impl SpinPolicy {
+    /// No spinning: park as soon as nothing is ready.
+    pub const NONE: SpinPolicy = SpinPolicy {
+        budget: Duration::ZERO,
+    };
+
+    pub fn new(budget: Duration) -> Self {
+        SpinPolicy { budget }
+    }
+}
+
+/// State of one wait.
+pub(crate) struct Spinner {
+    budget: Duration,
+    started: Option<Instant>,
+    polls: u32,
+}
+
+/// Clock reads are amortised over this many polls.
+const POLLS_PER_CLOCK_READ: u32 = 16;
+
+impl Spinner {
+    pub(crate) fn new(policy: SpinPolicy) -> Self {
+        Spinner {
+            budget: policy.budget,
+            started: None,
+            polls: 0,
+        }
+    }
+
+    /// Progress happened: the budget restarts.
+    pub(crate) fn reset(&mut self) {
+        self.started = None;
+        self.polls = 0;
+    }
+
+    /// Whether to poll again instead of parking.
+    pub(crate) fn keep_spinning(&mut self) -> bool {
+        if self.budget.is_zero() {
+            return false;
+        }
+        self.polls += 1;
+        if self.polls % POLLS_PER_CLOCK_READ != 1 {
+            std::hint::spin_loop();
+            return true;
+        }
+        let now = Instant::now();
+        let start = *self.started.get_or_insert(now);
+        now.duration_since(start) < self.budget
+    }
+}
