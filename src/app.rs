@@ -109,6 +109,8 @@ pub struct SweepOutcome {
     pub worker: WorkerReport,
     pub transport: String,
     pub table: String,
+    /// Control-plane keys left in the run's scope (should be none).
+    pub leftover_keys: Vec<String>,
 }
 
 /// A fresh, non-zero id (incarnations, endpoint ids).
@@ -250,9 +252,9 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     progress.finish();
     let driver = driver.map_err(AppError::Driver)?;
     let worker = worker.map_err(AppError::Worker)?;
-    let leftovers = store.keys(&keys.scope_pattern());
-    if !leftovers.is_empty() {
-        eprintln!("warning: keys left in scope {scope}: {leftovers:?}");
+    let leftover_keys = store.keys(&keys.scope_pattern());
+    if !leftover_keys.is_empty() {
+        eprintln!("warning: keys left in scope {scope}: {leftover_keys:?}");
     }
 
     let floor = if cfg.with_floor {
@@ -338,6 +340,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         worker,
         transport: transport.into(),
         table,
+        leftover_keys,
     })
 }
 

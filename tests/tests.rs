@@ -1,1 +1,7 @@
+//! The one integration-test binary; each module covers one area.
 
+mod cli;
+mod rpc_tcp;
+mod sweep;
+mod tcp_hostile;
+mod util;

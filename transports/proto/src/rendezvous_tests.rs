@@ -4,8 +4,6 @@ use super::*;
 use crate::store::StoreModel;
 use crate::values::Geometry;
 
-const MS: Duration = Duration::from_millis(1);
-
 fn local(alias: &str, inc: u64, slot_size: u64) -> LocalEndpoint {
     LocalEndpoint {
         alias: alias.into(),

@@ -1,0 +1,122 @@
+//! The whole sweep through the actors: driver and worker on two threads,
+//! rendezvous over the embedded store, real TCP, every reply checked.
+
+use slimebench::app::{sweep, SweepConfig, TransportChoice};
+use slimebench::bench::csv::{read_csv, CSV_HEADER};
+use slimebench::bench::plan::{KIB, MIB};
+
+use crate::util::scratch_dir;
+
+fn quick(tag: &str) -> SweepConfig {
+    SweepConfig {
+        transport: TransportChoice::Tcp,
+        iters: Some(3),
+        warmup: 1,
+        check_every: 1,
+        out_dir: scratch_dir(tag),
+        progress: false,
+        ..SweepConfig::default()
+    }
+}
+
+#[test]
+fn full_size_range_every_reply_checked_with_floor() {
+    let cfg = SweepConfig {
+        with_floor: true,
+        ..quick("full")
+    };
+    let out = sweep(&cfg).unwrap();
+    let sizes: Vec<usize> = out.slime.iter().map(|s| s.size).collect();
+    assert_eq!(
+        sizes,
+        vec![
+            KIB,
+            4 * KIB,
+            16 * KIB,
+            64 * KIB,
+            256 * KIB,
+            MIB,
+            4 * MIB,
+            16 * MIB
+        ]
+    );
+    assert!(out
+        .slime
+        .iter()
+        .all(|s| s.iters == 3 && s.p50_us > 0.0 && s.p50_us <= s.p99_us));
+    // 8 sizes x (1 warm-up + 3 timed), each served once.
+    assert_eq!(out.worker.server.requests, 32);
+    assert_eq!(out.worker.server.bad_requests, 0);
+    assert_eq!(out.driver.client.stray_replies, 0);
+    assert!(out.driver.clean_exit && out.worker.clean_exit);
+    assert!(out.leftover_keys.is_empty(), "{:?}", out.leftover_keys);
+
+    let csv = std::fs::read_to_string(cfg.out_dir.join("slime_rpc.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some(CSV_HEADER));
+    assert_eq!(
+        read_csv(&cfg.out_dir.join("slime_rpc.csv")).unwrap().len(),
+        8
+    );
+    assert_eq!(
+        read_csv(&cfg.out_dir.join("floor_rpc.csv")).unwrap().len(),
+        8
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg.out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["meta"]["transport"], "tcp");
+    assert!(summary["systems"]["slime"][0]["p999_us"].as_f64().unwrap() > 0.0);
+    assert!(
+        out.table.contains("S/Floor") && out.table.contains("16MB"),
+        "{}",
+        out.table
+    );
+}
+
+#[test]
+fn copy_in_mode_and_sizes_over_the_slot_are_skipped() {
+    let cfg = SweepConfig {
+        buf_mb: 1,
+        max_size_mb: 4,
+        copy_in: true,
+        ..quick("skip")
+    };
+    let out = sweep(&cfg).unwrap();
+    // A 1 MiB slot carries at most 1 MiB - 16 bytes.
+    assert_eq!(out.skipped, vec![MIB, 4 * MIB]);
+    assert_eq!(out.slime.last().unwrap().size, 256 * KIB);
+}
+
+#[test]
+fn several_slots_in_flight_geometry_is_negotiated() {
+    let cfg = SweepConfig {
+        max_inflight: 4,
+        buf_mb: 1,
+        max_size_mb: 1,
+        ..quick("slots")
+    };
+    let out = sweep(&cfg).unwrap();
+    assert_eq!(out.slime.len(), 5);
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_runs() {
+    let err = sweep(&SweepConfig {
+        max_size_mb: 0,
+        ..quick("bad")
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "--max-size-mb must be at least 1");
+    let err = sweep(&SweepConfig {
+        transport: TransportChoice::Rdma,
+        ..quick("rdma")
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no RDMA support"), "{err}");
+    let err = sweep(&SweepConfig {
+        scope: Some("bad scope!".into()),
+        ..quick("scope")
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("--scope"), "{err}");
+}
