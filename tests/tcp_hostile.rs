@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use slimebench_proto::{MrKey, Transport, TransportAddr, WcStatus};
-use slimebench_tcp::frame::{encode_hello, encode_write, Hello, WriteHeader, FRAME_HEADER_LEN};
+use slimebench_proto::frame::{encode_hello, encode_write, Hello, WriteHeader, FRAME_HEADER_LEN};
 use slimebench_tcp::{TcpConfig, TcpTransport};
 
 use crate::util::{block_on, poll_until};

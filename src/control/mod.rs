@@ -1,7 +1,7 @@
 //! The control plane: where agents meet.
 //!
-//! - [`ControlStore`]: the store seam, with the backends [`memory`] (embedded
-//!   default: one process, no setup);
+//! - [`ControlStore`] (defined in `slimebench_proto`): the store seam, with the
+//!   backends [`memory`] (embedded default: one process, no setup);
 //! - [`agent`]: [`Agent`], the loop that drives the sans-IO rendezvous
 //!   machine of `slimebench_proto::rendezvous` against a store and a transport;
 //! - [`CtrlUrl`]: parsing `--ctrl`.
@@ -12,38 +12,7 @@ pub mod memory;
 pub use agent::{Agent, ControlError};
 pub use memory::MemoryStore;
 
-use std::time::Duration;
-
-use slimebench_proto::{StoreFailure, StoreOp, StoreReply};
-
-/// A control-plane backend. Single-threaded async: an agent and its store
-/// handle live on one actor thread.
-#[allow(async_fn_in_trait)]
-pub trait ControlStore {
-    /// Execute one operation with the semantics of [`slimebench_proto::StoreModel`].
-    ///
-    /// # Errors
-    /// [`StoreFailure`] when the store cannot be reached or answers nonsense.
-    async fn exec(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure>;
-
-    /// Entries of the log `stream_key` after `*cursor` (advancing it) and
-    /// entries popped from `inbox_key`, at most `max` in all. Waits up to
-    /// `wait` for something to arrive; an empty result means nothing did.
-    ///
-    /// # Errors
-    /// [`StoreFailure`] when the store cannot be reached.
-    async fn read_notifications(
-        &self,
-        stream_key: &str,
-        inbox_key: &str,
-        cursor: &mut u64,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Vec<u8>>, StoreFailure>;
-
-    /// For logs and reports (never includes credentials).
-    fn describe(&self) -> String;
-}
+pub use slimebench_proto::store::ControlStore;
 
 /// A parsed `--ctrl` value.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,37 @@ use std::time::Duration;
 use crate::keys::pattern_matches;
 use crate::values::{AgentRecord, ControlValue};
 
+/// A control-plane backend: the embedded memory store, Redis, the simulator.
+///
+/// Single-threaded async (no `Send` bound): an agent and its store handle live
+/// on one actor thread. Runtime-agnostic: implementations bring their own IO.
+#[allow(async_fn_in_trait)]
+pub trait ControlStore {
+    /// Execute one operation with the semantics of [`StoreModel`].
+    ///
+    /// # Errors
+    /// [`StoreFailure`] when the store cannot be reached or answers nonsense.
+    async fn exec(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure>;
+
+    /// Entries of the log `stream_key` after `*cursor` (advancing it) and
+    /// entries popped from `inbox_key`, at most `max` in all. Waits up to
+    /// `wait` for something to arrive; an empty result means nothing did.
+    ///
+    /// # Errors
+    /// [`StoreFailure`] when the store cannot be reached.
+    async fn read_notifications(
+        &self,
+        stream_key: &str,
+        inbox_key: &str,
+        cursor: &mut u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Vec<u8>>, StoreFailure>;
+
+    /// For logs and reports (never includes credentials).
+    fn describe(&self) -> String;
+}
+
 /// One request to the control store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {

@@ -96,8 +96,37 @@ pub enum TransportAddr {
     /// A TCP listener plus the endpoint's random id (the dialer proves which
     /// endpoint it wants, so a connection meant for an older incarnation is refused).
     Tcp { addr: String, endpoint_id: u64 },
+    /// An RDMA RC queue pair: what the peer needs to move its QP to RTR.
+    Rdma {
+        /// GID as 32 hex digits (RoCE and IB with a global route).
+        gid: String,
+        lid: u16,
+        qpn: u32,
+        psn: u32,
+        /// Active path MTU in bytes (256..4096).
+        mtu: u32,
+        endpoint_id: u64,
+    },
+    /// Shared memory on one host.
+    Shm {
+        /// Identifies the host (kernel boot id), so peers on another host refuse.
+        host_id: String,
+        /// Name of the doorbell/ring segment the peer maps.
+        doorbell: String,
+        /// Registered regions the peer may map and write: rkey, segment name, length.
+        regions: Vec<ShmRegion>,
+        endpoint_id: u64,
+    },
     /// A simulator node.
     Sim { node: u64, endpoint_id: u64 },
+}
+
+/// One shared-memory region as published at rendezvous.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmRegion {
+    pub rkey: u32,
+    pub name: String,
+    pub len: u64,
 }
 
 impl TransportAddr {
@@ -105,6 +134,8 @@ impl TransportAddr {
     pub fn kind(&self) -> TransportKind {
         match self {
             TransportAddr::Tcp { .. } => TransportKind::Tcp,
+            TransportAddr::Rdma { .. } => TransportKind::Rdma,
+            TransportAddr::Shm { .. } => TransportKind::Shm,
             TransportAddr::Sim { .. } => TransportKind::Sim,
         }
     }

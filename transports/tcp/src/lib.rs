@@ -1,11 +1,10 @@
 //! slimebench TCP backend: RDMA write-with-immediate emulated with validated
 //! frames over TCP (or any byte stream).
 //!
-//! - [`frame`]: the frame codec and its validation against registered regions (pure);
+//! The frame codec and its validation live in `slimebench_proto::frame` (pure, fuzzed).
 //! - [`stream`]: where streams come from ([`StreamFactory`], real TCP in [`TokioTcp`]);
 //! - [`transport`]: [`FramedTransport`], the [`slimebench_proto::Transport`] implementation.
 
-pub mod frame;
 pub mod stream;
 pub mod transport;
 

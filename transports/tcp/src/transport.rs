@@ -33,7 +33,7 @@ use slimebench_proto::{
     WcStatus,
 };
 
-use crate::frame::{self, Frame, FrameError, Hello, RegionBounds, WriteHeader, FRAME_HEADER_LEN};
+use slimebench_proto::frame::{self, Frame, FrameError, Hello, RegionBounds, WriteHeader, FRAME_HEADER_LEN};
 use crate::stream::{ByteStream, StreamFactory};
 
 /// Limits of one transport. Every queue a peer can influence is bounded here.

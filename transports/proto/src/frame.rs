@@ -1,6 +1,7 @@
-//! Wire frames of the TCP backend, and their validation against registered
-//! regions. Pure functions over bytes: no socket in sight, so the fuzzer and
-//! unit tests exercise exactly what the transport runs.
+//! Stream framing for byte-stream backends (TCP), and the validation of a
+//! remote write against registered regions that every backend without an
+//! RDMA NIC must do itself. Pure functions over bytes: no socket in sight, so
+//! the fuzzer and unit tests exercise exactly what the transports run.
 //!
 //! Every frame starts with a 24-byte header (little endian):
 //!
