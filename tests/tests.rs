@@ -1,6 +1,8 @@
 //! The one integration-test binary; each module covers one area.
 
 mod cli;
+mod redis_server;
+mod redis_store;
 mod rpc_tcp;
 mod sweep;
 mod tcp_hostile;

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod memory;
+pub mod redis;
 
 pub use agent::{Agent, ControlError};
 pub use memory::MemoryStore;

@@ -28,7 +28,7 @@ pub use header::{Header, HeaderError, HEADER_LEN, WIRE_VERSION};
 pub use keys::Keys;
 pub use mailbox::{CallId, CallTable, ReplyError};
 pub use rendezvous::{Event, Rendezvous, Role, Timing};
-pub use store::{ControlStore, StoreFailure, StoreModel, StoreOp, StoreReply};
+pub use store::{ControlStore, LogKind, StoreFailure, StoreModel, StoreOp, StoreReply};
 pub use transport::{
     Completion, CompletionKind, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey, PostError,
     RegisterError, RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crate::header::WIRE_VERSION;
 use crate::keys::{Keys, MAILBOX_MR};
-use crate::store::{AgentLookup, StoreFailure, StoreOp, StoreReply};
+use crate::store::{AgentLookup, LogKind, StoreFailure, StoreOp, StoreReply};
 use crate::transport::{MrDesc, TransportAddr, TransportKind};
 use crate::values::{
     AgentRecord, ControlValue, EndpointInfo, Geometry, MailboxInfo, Notification, ValueError,
@@ -628,6 +628,7 @@ impl Rendezvous {
                 let peer = &self.target.as_ref().expect("engaged").alias;
                 self.append(
                     k.stream(peer),
+                    LogKind::Stream,
                     Notification::ConnectPeer {
                         from: me.clone(),
                         from_inc: self.local.incarnation,
@@ -646,6 +647,7 @@ impl Rendezvous {
                 let t = self.target.as_ref().expect("engaged");
                 self.append(
                     k.stream(&t.alias),
+                    LogKind::Stream,
                     Notification::QpReady {
                         from: me.clone(),
                         from_inc: self.local.incarnation,
@@ -658,6 +660,7 @@ impl Rendezvous {
                 let t = self.target.as_ref().expect("engaged");
                 self.append(
                     k.inbox(&t.alias),
+                    LogKind::Queue,
                     Notification::Cleanup {
                         from: me.clone(),
                         from_inc: self.local.incarnation,
@@ -690,9 +693,10 @@ impl Rendezvous {
         })
     }
 
-    fn append(&self, key: String, n: Notification, if_alive: Option<String>) -> StoreOp {
+    fn append(&self, key: String, log: LogKind, n: Notification, if_alive: Option<String>) -> StoreOp {
         StoreOp::Append {
             key,
+            log,
             value: n.encode(),
             if_alive,
             max_len: self.timing.log_max_len,

@@ -81,6 +81,7 @@ pub enum StoreOp {
     /// that lease exists.
     Append {
         key: String,
+        log: LogKind,
         value: Vec<u8>,
         if_alive: Option<String>,
         max_len: usize,
@@ -108,6 +109,15 @@ impl StoreOp {
             StoreOp::Release { .. } => "release",
         }
     }
+}
+
+/// How a log is consumed (Redis stores the two kinds as different types).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    /// Read by cursor and kept: `stream:{alias}` (a Redis stream).
+    Stream,
+    /// Popped by its reader: `inbox:{alias}` (a Redis list).
+    Queue,
 }
 
 /// What a lease key held.
@@ -301,6 +311,7 @@ impl StoreModel {
                 if_alive,
                 max_len,
                 ttl,
+                log: _,
             } => {
                 if let Some(alive) = if_alive {
                     if matches!(self.agent(alive), AgentLookup::Absent) {
@@ -509,6 +520,7 @@ mod tests {
         let mut m = StoreModel::new();
         let app = |v: &[u8], alive: Option<&str>| StoreOp::Append {
             key: "inbox:b".into(),
+            log: LogKind::Queue,
             value: v.to_vec(),
             if_alive: alive.map(str::to_string),
             max_len: 2,

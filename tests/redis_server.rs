@@ -1,0 +1,1 @@
+//! (being written: starts a private redis-server for tests)
