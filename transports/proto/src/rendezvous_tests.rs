@@ -748,6 +748,7 @@ fn restarted_responder_request_supersedes_old_one() {
         w.now,
         &StoreOp::Append {
             key: "t:stream:worker".into(),
+            log: crate::store::LogKind::Stream,
             value: old.encode(),
             if_alive: None,
             max_len: 8,
