@@ -11,9 +11,7 @@ use slimebench_proto::{Geometry, Keys};
 use slimebench_tcp::{TcpConfig, TcpTransport};
 use tokio::sync::oneshot;
 
-use crate::actors::{
-    AgentSetup, DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport,
-};
+use crate::actors::{AgentSetup, DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
 use crate::bench::csv::{write_csv, CsvRow};
 use crate::bench::plan::{human_size, SweepPlan, MIB};
 use crate::bench::progress::Progress;
@@ -157,15 +155,15 @@ fn select_transport(choice: TransportChoice) -> Result<(&'static str, String), A
     }
 }
 
-fn tcp_factory(bind: IpAddr, slot_size: u64) -> crate::actors::TransportFactory<TcpTransport> {
-    Box::new(move || {
+fn tcp_factory(bind: IpAddr, slot_size: u64) -> impl FnOnce() -> Result<TcpTransport, String> + Send + 'static {
+    move || {
         let cfg = TcpConfig {
             max_write_len: slot_size as usize,
             ..TcpConfig::default()
         };
         TcpTransport::bind(SocketAddr::new(bind, 0), None, fresh_id(), cfg)
             .map_err(|e| format!("cannot listen on {bind}: {e}"))
-    })
+    }
 }
 
 /// Run the sweep: driver and worker actors on two threads of this process,
@@ -180,11 +178,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         slot_size: cfg.buf_mb * MIB as u64,
         slot_count: cfg.max_inflight,
     };
-    let full = SweepPlan::new(
-        (cfg.max_size_mb as usize).saturating_mul(MIB),
-        cfg.warmup,
-        cfg.iters,
-    );
+    let full = SweepPlan::new((cfg.max_size_mb as usize).saturating_mul(MIB), cfg.warmup, cfg.iters);
     let (plan, skipped) = full.split_by_limit(geometry.max_payload() as usize);
     for s in &skipped {
         eprintln!(
@@ -228,6 +222,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         spin: SpinPolicy::new(cfg.spin),
         poll_period: Duration::from_millis(200),
         max_steps: None,
+        call_timeout: Some(Duration::from_secs(60)),
     };
     let progress = if cfg.progress {
         Progress::new(plan.total_calls())
@@ -286,9 +281,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         meta: RunMeta {
             tool: "slimebench".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            git_sha: option_env!("SLIMEBENCH_GIT_SHA")
-                .unwrap_or("unknown")
-                .into(),
+            git_sha: option_env!("SLIMEBENCH_GIT_SHA").unwrap_or("unknown").into(),
             host: hostname(),
             started_unix_ms: now_unix_ms(),
             command: cfg.command.clone(),
@@ -307,10 +300,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
                 "scope": scope,
             }),
             notes: vec![
-                format!(
-                    "rendezvous took {:.1} ms",
-                    driver.rendezvous.as_secs_f64() * 1e3
-                ),
+                format!("rendezvous took {:.1} ms", driver.rendezvous.as_secs_f64() * 1e3),
                 format!(
                     "driver exit clean: {}, worker exit clean: {}, worker served {} requests",
                     driver.clean_exit, worker.clean_exit, worker.server.requests
@@ -326,10 +316,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         detail: e.to_string(),
     })?;
     if !cfg.command.is_empty() {
-        let _ = std::fs::write(
-            cfg.out_dir.join("command.txt"),
-            shell_words(&cfg.command) + "\n",
-        );
+        let _ = std::fs::write(cfg.out_dir.join("command.txt"), shell_words(&cfg.command) + "\n");
     }
     let table = compare(&cfg.out_dir)?;
     Ok(SweepOutcome {
@@ -349,21 +336,18 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
 fn run_embedded(
     driver_setup: AgentSetup<MemoryStore>,
     worker_setup: AgentSetup<MemoryStore>,
-    driver_factory: crate::actors::TransportFactory<TcpTransport>,
-    worker_factory: crate::actors::TransportFactory<TcpTransport>,
+    driver_factory: impl FnOnce() -> Result<TcpTransport, String> + 'static,
+    worker_factory: impl FnOnce() -> Result<TcpTransport, String> + Send + 'static,
     run: RunSweep,
-) -> (
-    Result<DriverReport, NodeError>,
-    Result<WorkerReport, NodeError>,
-) {
+) -> (Result<DriverReport, NodeError>, Result<WorkerReport, NodeError>) {
     let system = actix::System::new();
     system.block_on(async move {
         let worker_thread = Arbiter::new();
         let (done_tx, done_rx) = oneshot::channel();
         let worker = WorkerActor::start_in_arbiter(&worker_thread.handle(), move |_| {
-            WorkerActor::new(worker_setup, worker_factory, done_tx)
+            WorkerActor::new(worker_setup, Box::new(worker_factory), done_tx)
         });
-        let driver = DriverActor::new(driver_setup, driver_factory).start();
+        let driver = DriverActor::new(driver_setup, Box::new(driver_factory)).start();
         let sweep = driver.send(run);
         tokio::pin!(sweep);
         let report = tokio::select! {
@@ -439,9 +423,7 @@ pub fn compare(dir: &Path) -> Result<String, AppError> {
 fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
-            {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))

@@ -4,3 +4,4 @@ pub mod app;
 pub mod bench;
 pub mod control;
 pub mod rpc;
+pub mod sim;

@@ -8,9 +8,7 @@ use slimebench::bench::plan::ALL_SIZES;
 use slimebench::bench::sweep::fill_pattern;
 use slimebench::rpc::{Alarm, Echo, RpcClient, RpcError, RpcServer, ServeEnd, SpinPolicy, Trip};
 use slimebench_proto::header::METHOD_ECHO;
-use slimebench_proto::{
-    CompletionKind, Geometry, Header, LocalSlice, Transport, WcStatus, HEADER_LEN,
-};
+use slimebench_proto::{CompletionKind, Geometry, Header, LocalSlice, Transport, WcStatus, HEADER_LEN};
 use slimebench_tcp::{TcpConfig, TcpTransport};
 
 use crate::util::{block_on, poll_until};
@@ -24,30 +22,11 @@ fn transport(id: u64, max: usize) -> TcpTransport {
 }
 
 /// A connected client (endpoint 1, dials) and server transport (endpoint 2).
-fn pair(
-    g: Geometry,
-) -> (
-    RpcClient<TcpTransport>,
-    RpcServer<TcpTransport>,
-    Rc<Alarm>,
-    Rc<Alarm>,
-) {
+fn pair(g: Geometry) -> (RpcClient<TcpTransport>, RpcServer<TcpTransport>, Rc<Alarm>, Rc<Alarm>) {
     let ca = Rc::new(Alarm::new());
     let sa = Rc::new(Alarm::new());
-    let mut c = RpcClient::new(
-        transport(1, g.slot_size as usize),
-        g,
-        ca.clone(),
-        SpinPolicy::NONE,
-    )
-    .unwrap();
-    let mut s = RpcServer::new(
-        transport(2, g.slot_size as usize),
-        g,
-        sa.clone(),
-        SpinPolicy::NONE,
-    )
-    .unwrap();
+    let mut c = RpcClient::new(transport(1, g.slot_size as usize), g, ca.clone(), SpinPolicy::NONE).unwrap();
+    let mut s = RpcServer::new(transport(2, g.slot_size as usize), g, sa.clone(), SpinPolicy::NONE).unwrap();
     let (caddr, saddr) = (c.transport().local_addr(), s.transport().local_addr());
     c.transport_mut().connect(&saddr).unwrap();
     s.transport_mut().connect(&caddr).unwrap();
@@ -57,10 +36,7 @@ fn pair(
 }
 
 fn geometry(slot_size: u64, slot_count: u32) -> Geometry {
-    Geometry {
-        slot_size,
-        slot_count,
-    }
+    Geometry { slot_size, slot_count }
 }
 
 #[test]
@@ -76,10 +52,7 @@ fn echo_of_every_size_returns_the_same_bytes() {
             for _ in 0..2 {
                 let reply = c.call(METHOD_ECHO, &payload).await.unwrap();
                 assert_eq!(reply.payload().len(), size);
-                assert!(
-                    reply.payload() == &payload[..],
-                    "echo of {size} bytes differs"
-                );
+                assert!(reply.payload() == &payload[..], "echo of {size} bytes differs");
             }
             // The in-place path: the payload is written straight into the send slot.
             let reply = c
@@ -102,13 +75,7 @@ fn oversized_payload_and_busy_slots_are_clear_errors() {
     block_on(async {
         let (mut c, _s, _, _) = pair(g);
         let err = c.start_call(METHOD_ECHO, &[0u8; 5000]).unwrap_err();
-        assert_eq!(
-            err,
-            RpcError::PayloadTooLarge {
-                len: 5000,
-                max: 4080
-            }
-        );
+        assert_eq!(err, RpcError::PayloadTooLarge { len: 5000, max: 4080 });
         assert!(err.to_string().contains("--buf-mb"));
         c.start_call(METHOD_ECHO, &[1u8; 10]).unwrap();
         assert_eq!(
@@ -149,12 +116,9 @@ fn peer_vanishing_mid_call_fails_the_call_with_peer_gone() {
             .await;
             drop(s);
         });
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            std::future::poll_fn(|cx| c.poll_call(cx, call)),
-        )
-        .await
-        .expect("a call whose peer vanished must not hang");
+        let r = tokio::time::timeout(Duration::from_secs(5), std::future::poll_fn(|cx| c.poll_call(cx, call)))
+            .await
+            .expect("a call whose peer vanished must not hang");
         server.await.unwrap();
         match r {
             Err(RpcError::LinkDown(f)) => {
@@ -164,10 +128,7 @@ fn peer_vanishing_mid_call_fails_the_call_with_peer_gone() {
             other => panic!("{other:?}"),
         }
         // Later calls fail at once with the same reason.
-        assert!(matches!(
-            c.start_call(METHOD_ECHO, b"x"),
-            Err(RpcError::LinkDown(_))
-        ));
+        assert!(matches!(c.start_call(METHOD_ECHO, b"x"), Err(RpcError::LinkDown(_))));
     }));
 }
 
@@ -181,10 +142,7 @@ fn shutdown_twice_is_harmless_and_fails_the_pending_call() {
         c.shutdown();
         let r = std::future::poll_fn(|cx| c.poll_call(cx, call)).await;
         assert_eq!(r.unwrap_err(), RpcError::Shutdown);
-        assert_eq!(
-            c.start_call(METHOD_ECHO, b"x").unwrap_err(),
-            RpcError::Shutdown
-        );
+        assert_eq!(c.start_call(METHOD_ECHO, b"x").unwrap_err(), RpcError::Shutdown);
         assert!(c
             .transport()
             .link_failure()
@@ -216,21 +174,14 @@ fn transport_shutdown_twice_cancels_each_pending_write_once() {
         a.shutdown();
         let mut got = Vec::new();
         a.poll_completions(&mut got).unwrap();
-        let cancelled = got
-            .iter()
-            .filter(|c| c.status == WcStatus::Cancelled)
-            .count();
+        let cancelled = got.iter().filter(|c| c.status == WcStatus::Cancelled).count();
         let writes = got
             .iter()
             .filter(|c| matches!(c.kind, CompletionKind::WriteDone))
             .count();
         assert_eq!(writes, posted, "every posted write completes exactly once");
         assert!(cancelled >= 1);
-        let src = LocalSlice {
-            mr,
-            offset: 0,
-            len: 8,
-        };
+        let src = LocalSlice { mr, offset: 0, len: 8 };
         assert!(matches!(
             a.post_write_imm(99, src, dst, 0),
             Err(slimebench_proto::PostError::LinkDown(_))
@@ -274,10 +225,7 @@ fn alarm_unblocks_a_pending_call_and_an_idle_server() {
             .await
             .expect("the alarm must end the serve loop")
             .unwrap();
-        assert_eq!(
-            end,
-            ServeEnd::PeerGone("lease of bench-driver expired".into())
-        );
+        assert_eq!(end, ServeEnd::PeerGone("lease of bench-driver expired".into()));
     }));
 }
 
@@ -289,13 +237,7 @@ fn malformed_request_is_answered_with_an_exception() {
         let mut raw = transport(1, 4096);
         let send = raw.register(4096).unwrap();
         let mailbox = raw.register(4096).unwrap();
-        let mut s = RpcServer::new(
-            transport(2, 4096),
-            g,
-            Rc::new(Alarm::new()),
-            SpinPolicy::NONE,
-        )
-        .unwrap();
+        let mut s = RpcServer::new(transport(2, 4096), g, Rc::new(Alarm::new()), SpinPolicy::NONE).unwrap();
         raw.connect(&s.transport().local_addr()).unwrap();
         s.transport_mut().connect(&raw.local_addr()).unwrap();
         s.attach(raw.mr_desc(mailbox));
@@ -322,8 +264,7 @@ fn malformed_request_is_answered_with_an_exception() {
         let reply = Header::decode(raw.mr(mailbox)).unwrap();
         assert!(reply.reply && reply.exception);
         assert_eq!(reply.request_id, 42);
-        let msg = String::from_utf8_lossy(&raw.mr(mailbox)[HEADER_LEN..reply.total_len as usize])
-            .into_owned();
+        let msg = String::from_utf8_lossy(&raw.mr(mailbox)[HEADER_LEN..reply.total_len as usize]).into_owned();
         assert!(
             msg.contains("malformed request") && msg.contains("total_len 2000"),
             "{msg}"

@@ -29,16 +29,7 @@ fn full_size_range_every_reply_checked_with_floor() {
     let sizes: Vec<usize> = out.slime.iter().map(|s| s.size).collect();
     assert_eq!(
         sizes,
-        vec![
-            KIB,
-            4 * KIB,
-            16 * KIB,
-            64 * KIB,
-            256 * KIB,
-            MIB,
-            4 * MIB,
-            16 * MIB
-        ]
+        vec![KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 4 * MIB, 16 * MIB]
     );
     assert!(out
         .slime
@@ -53,17 +44,10 @@ fn full_size_range_every_reply_checked_with_floor() {
 
     let csv = std::fs::read_to_string(cfg.out_dir.join("slime_rpc.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some(CSV_HEADER));
-    assert_eq!(
-        read_csv(&cfg.out_dir.join("slime_rpc.csv")).unwrap().len(),
-        8
-    );
-    assert_eq!(
-        read_csv(&cfg.out_dir.join("floor_rpc.csv")).unwrap().len(),
-        8
-    );
+    assert_eq!(read_csv(&cfg.out_dir.join("slime_rpc.csv")).unwrap().len(), 8);
+    assert_eq!(read_csv(&cfg.out_dir.join("floor_rpc.csv")).unwrap().len(), 8);
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cfg.out_dir.join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(cfg.out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["meta"]["transport"], "tcp");
     assert!(summary["systems"]["slime"][0]["p999_us"].as_f64().unwrap() > 0.0);
     assert!(

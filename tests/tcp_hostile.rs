@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use slimebench_proto::{MrKey, Transport, TransportAddr, WcStatus};
 use slimebench_proto::frame::{encode_hello, encode_write, Hello, WriteHeader, FRAME_HEADER_LEN};
+use slimebench_proto::{MrKey, Transport, TransportAddr, WcStatus};
 use slimebench_tcp::{TcpConfig, TcpTransport};
 
 use crate::util::{block_on, poll_until};
@@ -51,10 +51,7 @@ fn dial(addr: &str) -> TcpStream {
 fn untouched(t: &TcpTransport, a: MrKey, b: MrKey) {
     assert!(t.mr(a).iter().all(|&x| x == 0), "target region was written");
     assert!(t.mr(b).iter().all(|&x| x == 0), "other region was written");
-    assert!(
-        t.guards_intact(),
-        "guard bytes around a region were written"
-    );
+    assert!(t.guards_intact(), "guard bytes around a region were written");
 }
 
 /// Send `header` (plus up to 4 KiB of 0xEE payload) and expect the link to
@@ -67,10 +64,7 @@ fn hostile(make: impl FnOnce(u32, u64) -> [u8; FRAME_HEADER_LEN], expect: &str) 
         let hdr = make(desc.rkey, desc.addr);
         s.write_all(&hdr).unwrap();
         let _ = s.write_all(&[0xEE; 4096]);
-        poll_until(&mut t, Duration::from_secs(10), |t, _| {
-            t.link_failure().is_some()
-        })
-        .await;
+        poll_until(&mut t, Duration::from_secs(10), |t, _| t.link_failure().is_some()).await;
         let f = t.link_failure().unwrap();
         assert_eq!(f.status, WcStatus::Flushed, "{f}");
         assert!(
@@ -82,10 +76,7 @@ fn hostile(make: impl FnOnce(u32, u64) -> [u8; FRAME_HEADER_LEN], expect: &str) 
         untouched(&t, a, b);
         // The connection is closed: the attacker reads EOF (or a reset).
         let mut buf = [0u8; 16];
-        assert!(
-            matches!(s.read(&mut buf), Ok(0) | Err(_)),
-            "connection still open"
-        );
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection still open");
     });
 }
 
@@ -110,10 +101,7 @@ fn address_below_region_closes_link() {
 
 #[test]
 fn write_past_region_end_closes_link() {
-    hostile(
-        |rkey, addr| write(rkey, addr + REGION as u64 - 8, 16),
-        "outside region",
-    );
+    hostile(|rkey, addr| write(rkey, addr + REGION as u64 - 8, 16), "outside region");
 }
 
 #[test]
@@ -123,10 +111,7 @@ fn offset_overflow_closes_link() {
 
 #[test]
 fn huge_length_closes_link() {
-    hostile(
-        |rkey, addr| write(rkey, addr, u32::MAX),
-        "exceeds the limit",
-    );
+    hostile(|rkey, addr| write(rkey, addr, u32::MAX), "exceeds the limit");
 }
 
 #[test]
@@ -185,9 +170,7 @@ fn connection_from_wrong_endpoint_is_refused_and_expected_one_accepted() {
         let (mut t, a, b, addr) = victim();
         // An older incarnation (wrong id) dials first: refused, nothing written.
         let mut stale = TcpStream::connect(&addr).unwrap();
-        stale
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        stale.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         stale
             .write_all(&encode_hello(&Hello {
                 from_endpoint: ATTACKER + 1,
@@ -224,10 +207,7 @@ fn peer_eof_mid_frame_fails_link_with_peer_gone() {
         s.write_all(&write(desc.rkey, desc.addr, 1024)).unwrap();
         s.write_all(&[7; 100]).unwrap();
         drop(s);
-        let got = poll_until(&mut t, Duration::from_secs(10), |t, _| {
-            t.link_failure().is_some()
-        })
-        .await;
+        let got = poll_until(&mut t, Duration::from_secs(10), |t, _| t.link_failure().is_some()).await;
         let f = t.link_failure().unwrap();
         assert_eq!(f.status, WcStatus::PeerGone);
         assert!(f.cause.contains("middle of a frame"), "{f}");

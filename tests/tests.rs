@@ -4,6 +4,7 @@ mod cli;
 mod redis_server;
 mod redis_store;
 mod rpc_tcp;
+mod sim_scenarios;
 mod sweep;
 mod tcp_hostile;
 mod util;

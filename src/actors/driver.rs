@@ -5,12 +5,12 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, ActorContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
 use slimebench_proto::rendezvous::{Rendezvous, Role};
 use slimebench_proto::Transport;
 use tokio::time::Instant;
 
-use super::{AgentSetup, NodeError, Shutdown, TransportFactory};
+use super::{Abort, AgentSetup, NodeError, Shutdown, TransportFactory};
 use crate::bench::plan::SweepPlan;
 use crate::bench::progress::Progress;
 use crate::bench::stats::SizeStats;
@@ -61,17 +61,19 @@ impl<T: Transport + 'static, S: ControlStore + 'static> Actor for DriverActor<T,
 }
 
 impl<T: Transport + 'static, S: ControlStore + 'static> Handler<RunSweep> for DriverActor<T, S> {
-    type Result = ResponseFuture<Result<DriverReport, NodeError>>;
+    // Runs inside the actor's context, so stopping the actor (Abort) drops it.
+    type Result = ResponseActFuture<Self, Result<DriverReport, NodeError>>;
 
     fn handle(&mut self, msg: RunSweep, _: &mut Context<Self>) -> Self::Result {
         let setup = self.setup.take();
         let alarm = self.alarm.clone();
-        Box::pin(async move {
-            let (setup, factory) = *setup.ok_or(NodeError::Interrupted(
-                "driver already ran its sweep".into(),
-            ))?;
-            drive_sweep(setup, factory, msg, alarm).await
-        })
+        Box::pin(
+            async move {
+                let (setup, factory) = *setup.ok_or(NodeError::Interrupted("driver already ran its sweep".into()))?;
+                drive_sweep(setup, factory, msg, alarm).await
+            }
+            .into_actor(self),
+        )
     }
 }
 
@@ -82,11 +84,15 @@ impl<T: Transport + 'static, S: ControlStore + 'static> Handler<Shutdown> for Dr
     }
 }
 
+impl<T: Transport + 'static, S: ControlStore + 'static> Handler<Abort> for DriverActor<T, S> {
+    type Result = ();
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 /// Run `fut` unless the alarm trips first.
-pub(crate) async fn unless_tripped<R>(
-    alarm: &Alarm,
-    fut: impl Future<Output = R>,
-) -> Result<R, Trip> {
+pub(crate) async fn unless_tripped<R>(alarm: &Alarm, fut: impl Future<Output = R>) -> Result<R, Trip> {
     let mut fut = pin!(fut);
     let mut trip = pin!(alarm.tripped_wait());
     std::future::poll_fn(|cx| {
@@ -112,43 +118,28 @@ pub async fn drive_sweep<T: Transport, S: ControlStore>(
     let started = Instant::now();
     let transport = factory().map_err(NodeError::Transport)?;
     let mut client = RpcClient::new(transport, setup.geometry, alarm.clone(), setup.spin)?;
+    client.set_call_timeout(setup.call_timeout);
     let local = setup.local(client.transport(), client.mailbox_desc());
     let machine = Rendezvous::new(
         setup.keys.clone(),
         local,
-        Role::Initiator {
-            peer: run.peer.clone(),
-        },
+        Role::Initiator { peer: run.peer.clone() },
         setup.timing.clone(),
     );
-    let mut agent = Agent::new(
-        setup.store,
-        machine,
-        setup.timing.op_timeout,
-        setup.poll_period,
-    );
+    let mut agent = Agent::new(setup.store, machine, setup.timing.op_timeout, setup.poll_period);
     if let Some(n) = setup.max_steps {
         agent = agent.with_max_steps(n);
     }
     let result = async {
         let peer = match unless_tripped(&alarm, agent.rendezvous(client.transport_mut())).await {
             Ok(r) => r?,
-            Err(trip) => {
-                return Err(NodeError::Interrupted(format!(
-                    "{trip:?} during rendezvous"
-                )))
-            }
+            Err(trip) => return Err(NodeError::Interrupted(format!("{trip:?} during rendezvous"))),
         };
         let rendezvous = started.elapsed();
         tracing::info!(peer = peer.alias(), ?rendezvous, "connected");
         client.attach(peer.mailbox);
         let stats = {
-            let sweep = pin!(run_sweep(
-                &mut client,
-                &run.plan,
-                &run.progress,
-                run.options
-            ));
+            let sweep = pin!(run_sweep(&mut client, &run.plan, &run.progress, run.options));
             let watch = pin!(agent.watch(&alarm));
             sweep_while_watching(sweep, watch).await
         };

@@ -24,8 +24,9 @@ use crate::control::ControlError;
 use crate::rpc::{RpcError, SpinPolicy};
 
 /// Builds the transport on the actor's own thread (an RDMA QP, a TCP
-/// listener registered with that thread's reactor, …).
-pub type TransportFactory<T> = Box<dyn FnOnce() -> Result<T, String> + Send>;
+/// listener registered with that thread's reactor, …). Not `Send`: callers
+/// that start an actor on another thread box a `Send` closure there.
+pub type TransportFactory<T> = Box<dyn FnOnce() -> Result<T, String>>;
 
 /// Everything one agent needs besides its transport.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct AgentSetup<S> {
     pub poll_period: Duration,
     /// Bound on control-loop iterations (the simulator sets one).
     pub max_steps: Option<u64>,
+    /// Bound on each call's wait for its reply (driver).
+    pub call_timeout: Option<Duration>,
 }
 
 impl<S> AgentSetup<S> {
@@ -82,3 +85,10 @@ pub enum NodeError {
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Stop a node at once, without any cleanup: no cleanup event, no key
+/// removal, the transport just disappears — what SIGKILL does to a process.
+/// The simulator uses it to check that peers notice by lease expiry.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Abort;

@@ -10,7 +10,7 @@ use slimebench_proto::Transport;
 use tokio::sync::oneshot;
 
 use super::driver::unless_tripped;
-use super::{AgentSetup, NodeError, Shutdown, TransportFactory};
+use super::{Abort, AgentSetup, NodeError, Shutdown, TransportFactory};
 use crate::control::{Agent, ControlStore};
 use crate::rpc::server::ServerStats;
 use crate::rpc::{Alarm, Echo, RpcServer, ServeEnd, Trip};
@@ -51,17 +51,13 @@ impl<T: Transport + 'static, S: ControlStore + 'static> Actor for WorkerActor<T,
     fn started(&mut self, ctx: &mut Context<Self>) {
         let (setup, factory) = *self.setup.take().expect("started once");
         let alarm = self.alarm.clone();
-        ctx.spawn(
-            serve(setup, factory, alarm)
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    if let Some(done) = act.done.take() {
-                        // The receiver may be gone (the caller gave up); nothing to do then.
-                        let _ = done.send(res);
-                    }
-                    ctx.stop();
-                }),
-        );
+        ctx.spawn(serve(setup, factory, alarm).into_actor(self).map(|res, act, ctx| {
+            if let Some(done) = act.done.take() {
+                // The receiver may be gone (the caller gave up); nothing to do then.
+                let _ = done.send(res);
+            }
+            ctx.stop();
+        }));
     }
 }
 
@@ -69,6 +65,16 @@ impl<T: Transport + 'static, S: ControlStore + 'static> Handler<Shutdown> for Wo
     type Result = ();
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.alarm.trip(Trip::Shutdown);
+    }
+}
+
+impl<T: Transport + 'static, S: ControlStore + 'static> Handler<Abort> for WorkerActor<T, S> {
+    type Result = ();
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        // The serve future is dropped with the actor's context; `done` is
+        // dropped unsent, which its receiver sees as the actor being gone.
+        self.done = None;
+        ctx.stop();
     }
 }
 
@@ -85,29 +91,15 @@ pub async fn serve<T: Transport, S: ControlStore>(
     let transport = factory().map_err(NodeError::Transport)?;
     let mut server = RpcServer::new(transport, setup.geometry, alarm.clone(), setup.spin)?;
     let local = setup.local(server.transport(), server.mailbox_desc());
-    let machine = Rendezvous::new(
-        setup.keys.clone(),
-        local,
-        Role::Responder,
-        setup.timing.clone(),
-    );
-    let mut agent = Agent::new(
-        setup.store,
-        machine,
-        setup.timing.op_timeout,
-        setup.poll_period,
-    );
+    let machine = Rendezvous::new(setup.keys.clone(), local, Role::Responder, setup.timing.clone());
+    let mut agent = Agent::new(setup.store, machine, setup.timing.op_timeout, setup.poll_period);
     if let Some(n) = setup.max_steps {
         agent = agent.with_max_steps(n);
     }
     let result = async {
         let peer = match unless_tripped(&alarm, agent.rendezvous(server.transport_mut())).await {
             Ok(r) => r?,
-            Err(trip) => {
-                return Err(NodeError::Interrupted(format!(
-                    "{trip:?} while waiting for a driver"
-                )))
-            }
+            Err(trip) => return Err(NodeError::Interrupted(format!("{trip:?} while waiting for a driver"))),
         };
         tracing::info!(peer = peer.alias(), "serving");
         server.attach(peer.mailbox);
@@ -132,9 +124,7 @@ pub async fn serve<T: Transport, S: ControlStore>(
 }
 
 async fn serve_while_watching<W>(
-    mut serving: std::pin::Pin<
-        &mut impl std::future::Future<Output = Result<ServeEnd, crate::rpc::RpcError>>,
-    >,
+    mut serving: std::pin::Pin<&mut impl std::future::Future<Output = Result<ServeEnd, crate::rpc::RpcError>>>,
     mut watch: std::pin::Pin<&mut impl std::future::Future<Output = W>>,
 ) -> Result<ServeEnd, NodeError> {
     let mut watching = true;

@@ -100,11 +100,7 @@ pub fn to_csv_string(rows: &[CsvRow]) -> String {
     out.push('\n');
     for r in rows {
         // Writing into a String cannot fail.
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{}",
-            r.size, r.avg_us, r.p50_us, r.p99_us, r.bw_gbps
-        );
+        let _ = writeln!(out, "{},{},{},{},{}", r.size, r.avg_us, r.p50_us, r.p99_us, r.bw_gbps);
     }
     out
 }
@@ -127,8 +123,7 @@ pub fn write_csv(path: &Path, rows: &[CsvRow]) -> Result<(), CsvError> {
         source,
     };
     let mut file = fs::File::create(path).map_err(write_err)?;
-    file.write_all(to_csv_string(rows).as_bytes())
-        .map_err(write_err)?;
+    file.write_all(to_csv_string(rows).as_bytes()).map_err(write_err)?;
     file.flush().map_err(write_err)
 }
 
@@ -190,23 +185,18 @@ pub fn read_csv(path: &Path) -> Result<Vec<CsvRow>, CsvError> {
         .has_headers(true)
         .trim(::csv::Trim::All)
         .from_reader(io::BufReader::new(file));
-    let header = reader
-        .headers()
-        .map_err(|e| from_csv_error(path, e))?
-        .clone();
+    let header = reader.headers().map_err(|e| from_csv_error(path, e))?.clone();
     let cols = Columns::find(path, &header)?;
 
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| from_csv_error(path, e))?;
         let line = record.position().map_or(0, |p| p.line());
-        rows.push(
-            parse_row(&cols, &record).map_err(|reason| CsvError::Malformed {
-                path: path.to_path_buf(),
-                line,
-                reason,
-            })?,
-        );
+        rows.push(parse_row(&cols, &record).map_err(|reason| CsvError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        })?);
     }
     Ok(rows)
 }
@@ -221,9 +211,7 @@ fn parse_row(cols: &Columns, record: &::csv::StringRecord) -> Result<CsvRow, Str
         let text = field(i)?;
         match text.parse::<f64>() {
             Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err(format!(
-                "{name} `{text}` is not a finite non-negative number"
-            )),
+            _ => Err(format!("{name} `{text}` is not a finite non-negative number")),
         }
     };
     let avg_us = num(cols.avg, "avg_us")?;
@@ -264,9 +252,7 @@ pub(crate) fn unique_temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!(
         "slimebench-{tag}-{}-{}-{nanos}",
         std::process::id(),
@@ -326,10 +312,7 @@ mod tests {
             lines.next(),
             Some("1024,52.21534846350551,51.33496597409248,71.66399154812098,0.0392221839030988")
         );
-        assert_eq!(
-            lines.next(),
-            Some("16777216,4280,0.1,0.0000001,7.838277768092659")
-        );
+        assert_eq!(lines.next(), Some("16777216,4280,0.1,0.0000001,7.838277768092659"));
         assert_eq!(read_csv(&path).expect("parse"), rows);
         let _ = fs::remove_dir_all(dir);
     }
@@ -338,10 +321,7 @@ mod tests {
     fn from_size_stats() {
         let s = SizeStats::from_samples(
             1000,
-            &[
-                std::time::Duration::from_micros(1),
-                std::time::Duration::from_micros(3),
-            ],
+            &[std::time::Duration::from_micros(1), std::time::Duration::from_micros(3)],
         );
         let r = CsvRow::from(&s);
         assert_eq!(r.size, 1000);
@@ -372,11 +352,7 @@ mod tests {
             }]
         );
         // Empty bw field is computed too; blank lines are skipped.
-        let p = write_file(
-            &dir,
-            "b.csv",
-            "size,avg_us,p50_us,p99_us,bw_gbps\n\n500,1,1,1,\n",
-        );
+        let p = write_file(&dir, "b.csv", "size,avg_us,p50_us,p99_us,bw_gbps\n\n500,1,1,1,\n");
         assert_eq!(read_csv(&p).expect("parse")[0].bw_gbps, 1.0);
         // Header only: no rows, not an error.
         let p = write_file(&dir, "c.csv", "size,avg_us,p50_us,p99_us,bw_gbps\n");
@@ -388,23 +364,11 @@ mod tests {
     fn malformed_inputs_are_typed_errors() {
         let dir = unique_temp_dir("csv-bad");
         let cases = [
-            (
-                "bad_size.csv",
-                "size,avg_us,p50_us,p99_us\n1024,1,1,1\n1.5k,1,1,1\n",
-                3,
-            ),
-            (
-                "bad_float.csv",
-                "size,avg_us,p50_us,p99_us\n1024,abc,1,1\n",
-                2,
-            ),
+            ("bad_size.csv", "size,avg_us,p50_us,p99_us\n1024,1,1,1\n1.5k,1,1,1\n", 3),
+            ("bad_float.csv", "size,avg_us,p50_us,p99_us\n1024,abc,1,1\n", 2),
             ("neg.csv", "size,avg_us,p50_us,p99_us\n1024,-1,1,1\n", 2),
             ("nan.csv", "size,avg_us,p50_us,p99_us\n1024,NaN,1,1\n", 2),
-            (
-                "short.csv",
-                "size,avg_us,p50_us,p99_us\n1024,1,1,1\n2048,1\n",
-                3,
-            ),
+            ("short.csv", "size,avg_us,p50_us,p99_us\n1024,1,1,1\n2048,1\n", 3),
         ];
         for (name, text, want_line) in cases {
             let p = write_file(&dir, name, text);
@@ -427,18 +391,11 @@ mod tests {
         let p = write_file(&dir, "nop50.csv", "size,avg_us,p99_us\n1,1,1\n");
         assert!(matches!(
             read_csv(&p),
-            Err(CsvError::MissingColumn {
-                column: "p50_us",
-                ..
-            })
+            Err(CsvError::MissingColumn { column: "p50_us", .. })
         ));
         let p = write_file(&dir, "empty.csv", "");
         assert!(matches!(read_csv(&p), Err(CsvError::MissingColumn { .. })));
-        let p = write_file(
-            &dir,
-            "binary.csv",
-            "size,avg_us,p50_us,p99_us\n\u{0}\u{1},\u{7f}\n",
-        );
+        let p = write_file(&dir, "binary.csv", "size,avg_us,p50_us,p99_us\n\u{0}\u{1},\u{7f}\n");
         assert!(read_csv(&p).is_err());
         assert!(matches!(
             read_csv(&dir.join("does-not-exist.csv")),
@@ -452,10 +409,7 @@ mod tests {
         let dir = unique_temp_dir("csv-utf8");
         let p = dir.join("x.csv");
         fs::write(&p, b"size,avg_us,p50_us,p99_us\n1024,\xff\xfe,1,1\n").expect("write");
-        assert!(matches!(
-            read_csv(&p),
-            Err(CsvError::Malformed { line: 2, .. })
-        ));
+        assert!(matches!(read_csv(&p), Err(CsvError::Malformed { line: 2, .. })));
         let _ = fs::remove_dir_all(dir);
     }
 

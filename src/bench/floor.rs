@@ -95,11 +95,7 @@ impl PageBuf {
             off if off < PAGE_BYTES => off,
             _ => 0,
         };
-        PageBuf {
-            storage,
-            offset,
-            len,
-        }
+        PageBuf { storage, offset, len }
     }
 
     fn as_slice(&self) -> &[u8] {
@@ -143,21 +139,15 @@ pub fn run_floor(plan: &SweepPlan, progress: &Progress) -> Result<Vec<SizeStats>
         return Err(FloorError::NoTimedCalls { size: p.size });
     }
 
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(setup("bind 127.0.0.1:0"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(setup("read listener address"))?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(setup("bind 127.0.0.1:0"))?;
+    let addr = listener.local_addr().map_err(setup("read listener address"))?;
     // Connect before accepting, both on this thread: the kernel completes the handshake from
     // the listen backlog, so no thread can be left blocked in accept() if connect fails.
     let mut client = TcpStream::connect(addr).map_err(setup("connect to floor server"))?;
     let (server, peer) = listener.accept().map_err(setup("accept"))?;
     let expected = client.local_addr().map_err(setup("read client address"))?;
     if peer != expected {
-        return Err(FloorError::UnexpectedPeer {
-            expected,
-            got: peer,
-        });
+        return Err(FloorError::UnexpectedPeer { expected, got: peer });
     }
     drop(listener);
     configure(&client)?;
@@ -172,9 +162,7 @@ pub fn run_floor(plan: &SweepPlan, progress: &Progress) -> Result<Vec<SizeStats>
     let client_result = drive(&mut client, plan, progress);
     // Closing our end unblocks the server if we stopped early: its next read sees EOF.
     drop(client);
-    let server_result = server_thread
-        .join()
-        .map_err(|_| FloorError::ServerPanicked)?;
+    let server_result = server_thread.join().map_err(|_| FloorError::ServerPanicked)?;
     let stats = client_result?;
     server_result?;
     Ok(stats)
@@ -184,10 +172,7 @@ pub fn run_floor(plan: &SweepPlan, progress: &Progress) -> Result<Vec<SizeStats>
 fn serve(mut stream: TcpStream, sizes: &[SizePlan]) -> Result<(), FloorError> {
     for p in sizes {
         let mut buf = PageBuf::new(p.size);
-        let err = |source| FloorError::Server {
-            size: p.size,
-            source,
-        };
+        let err = |source| FloorError::Server { size: p.size, source };
         for _ in 0..p.calls() {
             // Read the whole request before echoing any of it. The client writes the whole
             // request before reading, so at any moment exactly one side is writing and the
@@ -201,24 +186,12 @@ fn serve(mut stream: TcpStream, sizes: &[SizePlan]) -> Result<(), FloorError> {
 }
 
 /// The timing side: one blocking round trip per call, timed alone.
-fn drive(
-    stream: &mut TcpStream,
-    plan: &SweepPlan,
-    progress: &Progress,
-) -> Result<Vec<SizeStats>, FloorError> {
+fn drive(stream: &mut TcpStream, plan: &SweepPlan, progress: &Progress) -> Result<Vec<SizeStats>, FloorError> {
     let mut out = Vec::with_capacity(plan.sizes.len());
     for p in &plan.sizes {
         progress.set_stage(FLOOR_NAME, p.size);
-        tracing::debug!(
-            size = p.size,
-            warmup = p.warmup,
-            iters = p.iters,
-            "floor size"
-        );
-        let err = |source| FloorError::Client {
-            size: p.size,
-            source,
-        };
+        tracing::debug!(size = p.size, warmup = p.warmup, iters = p.iters, "floor size");
+        let err = |source| FloorError::Client { size: p.size, source };
         let mut payload = PageBuf::new(p.size);
         // Non-zero and not a power-of-two period, so a zeroed or shifted reply cannot pass.
         for (i, b) in payload.as_mut_slice().iter_mut().enumerate() {
@@ -286,11 +259,7 @@ mod tests {
     #[test]
     #[ignore = "moves ~1 GB over loopback; run with --ignored"]
     fn full_default_sweep_completes() {
-        let plan = SweepPlan::new(
-            16 * crate::bench::plan::MIB,
-            crate::bench::plan::WARMUP,
-            None,
-        );
+        let plan = SweepPlan::new(16 * crate::bench::plan::MIB, crate::bench::plan::WARMUP, None);
         let stats = run_floor(&plan, &Progress::hidden()).expect("floor run");
         assert_eq!(stats.len(), plan.sizes.len());
         for s in &stats {

@@ -90,11 +90,8 @@ impl SweepPlan {
     /// Returns the plan that still fits and the skipped sizes in bytes, so the caller can run
     /// the rest and report the skips instead of failing the whole sweep.
     pub fn split_by_limit(&self, max_payload: usize) -> (SweepPlan, Vec<usize>) {
-        let (fit, skipped): (Vec<SizePlan>, Vec<SizePlan>) = self
-            .sizes
-            .iter()
-            .cloned()
-            .partition(|p| p.size <= max_payload);
+        let (fit, skipped): (Vec<SizePlan>, Vec<SizePlan>) =
+            self.sizes.iter().cloned().partition(|p| p.size <= max_payload);
         let skipped = skipped.into_iter().map(|p| p.size).collect();
         (SweepPlan { sizes: fit }, skipped)
     }

@@ -141,10 +141,7 @@ mod tests {
     #[test]
     fn n500_p99_is_sorted_495() {
         // Values 1000..1500 ns in reverse order.
-        let samples: Vec<Duration> = (0..500u64)
-            .rev()
-            .map(|i| Duration::from_nanos(1000 + i))
-            .collect();
+        let samples: Vec<Duration> = (0..500u64).rev().map(|i| Duration::from_nanos(1000 + i)).collect();
         let s = SizeStats::from_samples(4096, &samples);
         assert_eq!(s.iters, 500);
         assert_eq!(s.p50_us, 1.25); // sorted[250] = 1250 ns

@@ -170,8 +170,7 @@ mod tests {
         assert_eq!(v["plan"]["sizes"][0]["size"], 1024);
         assert_eq!(v["plan"]["sizes"][0]["warmup"], 20);
         assert_eq!(v["skipped_sizes"], serde_json::json!([4 * MIB]));
-        let back: SizeStats =
-            serde_json::from_value(v["systems"]["slime"][0].clone()).expect("stats");
+        let back: SizeStats = serde_json::from_value(v["systems"]["slime"][0].clone()).expect("stats");
         assert_eq!(back, s.systems["slime"][0]);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -183,10 +182,7 @@ mod tests {
         let blocker = dir.join("blocker");
         std::fs::write(&blocker, "x").expect("write");
         let err = write_summary(&blocker.join("summary.json"), &sample_summary());
-        assert!(
-            matches!(err, Err(SummaryError::CreateDir { .. })),
-            "{err:?}"
-        );
+        assert!(matches!(err, Err(SummaryError::CreateDir { .. })), "{err:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

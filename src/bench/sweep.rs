@@ -12,7 +12,10 @@
 //! from a separate buffer, like the original's Python client; that copy is
 //! inside the timed region.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the wall clock normally, simulated time under the simulator.
+use tokio::time::Instant;
 
 use slimebench_proto::header::METHOD_ECHO;
 use slimebench_proto::Transport;
@@ -34,14 +37,8 @@ pub enum SweepError {
         source: RpcError,
     },
     /// The reply differs from the request: a protocol or memory bug.
-    #[error(
-        "echo of {size} bytes at call {call}: reply differs from the request at byte {offset}"
-    )]
-    Mismatch {
-        size: usize,
-        call: usize,
-        offset: usize,
-    },
+    #[error("echo of {size} bytes at call {call}: reply differs from the request at byte {offset}")]
+    Mismatch { size: usize, call: usize, offset: usize },
 }
 
 impl SweepError {

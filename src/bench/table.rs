@@ -98,11 +98,7 @@ pub enum TableError {
 }
 
 fn expected_files() -> String {
-    System::ALL
-        .iter()
-        .map(System::file_name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    System::ALL.iter().map(System::file_name).collect::<Vec<_>>().join(", ")
 }
 
 /// Loads whichever of the systems' CSVs are in `dir`.
@@ -139,15 +135,12 @@ pub fn load_dir(dir: &Path) -> Result<Comparison, TableError> {
             }
             Err(e) => {
                 found_any = true;
-                c.missing
-                    .push((system, format!("cannot check for file: {e}")));
+                c.missing.push((system, format!("cannot check for file: {e}")));
             }
         }
     }
     if !found_any {
-        return Err(TableError::NoCsv {
-            dir: dir.to_path_buf(),
-        });
+        return Err(TableError::NoCsv { dir: dir.to_path_buf() });
     }
     Ok(c)
 }
@@ -205,22 +198,15 @@ pub fn render(c: &Comparison) -> String {
             left_aligned: false,
         });
     };
-    let field =
-        |system: System, size: usize, f: fn(&CsvRow) -> f64| first_row(c.rows(system), size).map(f);
+    let field = |system: System, size: usize, f: fn(&CsvRow) -> f64| first_row(c.rows(system), size).map(f);
     let avg = |r: &CsvRow| r.avg_us;
     let p50 = |r: &CsvRow| r.p50_us;
     let p99 = |r: &CsvRow| r.p99_us;
     let bw = |r: &CsvRow| r.bw_gbps;
 
-    push("Slime avg(us)".into(), &|s| {
-        fmt_opt(field(System::Slime, s, avg), 1)
-    });
-    push("Slime p99(us)".into(), &|s| {
-        fmt_opt(field(System::Slime, s, p99), 1)
-    });
-    push("Slime BW(GB/s)".into(), &|s| {
-        fmt_opt(field(System::Slime, s, bw), 3)
-    });
+    push("Slime avg(us)".into(), &|s| fmt_opt(field(System::Slime, s, avg), 1));
+    push("Slime p99(us)".into(), &|s| fmt_opt(field(System::Slime, s, p99), 1));
+    push("Slime BW(GB/s)".into(), &|s| fmt_opt(field(System::Slime, s, bw), 3));
 
     let has = |system: System| c.rows(system).is_some();
     for peer in [System::Pulsing, System::Ray] {
@@ -232,20 +218,12 @@ pub fn render(c: &Comparison) -> String {
         }
     }
     if has(System::Actix) {
-        push("actix avg".into(), &|s| {
-            fmt_opt(field(System::Actix, s, avg), 1)
-        });
+        push("actix avg".into(), &|s| fmt_opt(field(System::Actix, s, avg), 1));
     }
     if has(System::Floor) {
-        push("Floor avg".into(), &|s| {
-            fmt_opt(field(System::Floor, s, avg), 1)
-        });
-        push("Floor p50".into(), &|s| {
-            fmt_opt(field(System::Floor, s, p50), 1)
-        });
-        push("Floor BW".into(), &|s| {
-            fmt_opt(field(System::Floor, s, bw), 3)
-        });
+        push("Floor avg".into(), &|s| fmt_opt(field(System::Floor, s, avg), 1));
+        push("Floor p50".into(), &|s| fmt_opt(field(System::Floor, s, p50), 1));
+        push("Floor BW".into(), &|s| fmt_opt(field(System::Floor, s, bw), 3));
     }
     for (peer, header) in [
         (System::Pulsing, "S/Pul"),
@@ -295,16 +273,12 @@ pub fn render(c: &Comparison) -> String {
         l.push('\n');
         l
     };
-    out.push_str(&line(
-        &mut columns.iter().map(|col| (col, col.header.as_str())),
-    ));
+    out.push_str(&line(&mut columns.iter().map(|col| (col, col.header.as_str()))));
     let dashes: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
     out.push_str(&dashes.join("  "));
     out.push('\n');
     for i in 0..sizes.len() {
-        out.push_str(&line(
-            &mut columns.iter().map(|col| (col, col.cells[i].as_str())),
-        ));
+        out.push_str(&line(&mut columns.iter().map(|col| (col, col.cells[i].as_str()))));
     }
     for (system, reason) in &c.missing {
         out.push_str(&format!("note: {}: {reason}\n", system.file_name()));
@@ -331,11 +305,7 @@ mod tests {
     fn header(text: &str) -> Vec<&str> {
         let first = text.lines().next().unwrap_or("");
         // Headers contain single spaces; columns are separated by two or more.
-        first
-            .split("  ")
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .collect()
+        first.split("  ").map(str::trim).filter(|h| !h.is_empty()).collect()
     }
 
     fn line_for<'a>(text: &'a str, label: &str) -> &'a str {
@@ -367,10 +337,7 @@ mod tests {
             systems: vec![
                 (
                     System::Slime,
-                    vec![
-                        row(KIB, 50.0, 49.0, 70.0, 0.04),
-                        row(MIB, 400.0, 390.0, 500.0, 5.2),
-                    ],
+                    vec![row(KIB, 50.0, 49.0, 70.0, 0.04), row(MIB, 400.0, 390.0, 500.0, 5.2)],
                 ),
                 (
                     System::Ray,
@@ -412,12 +379,7 @@ mod tests {
     #[test]
     fn all_five_and_missing_sizes() {
         let sizes = [KIB, 4 * KIB];
-        let mk = |avg: f64| {
-            sizes
-                .iter()
-                .map(|&s| row(s, avg, avg, avg * 2.0, 1.0))
-                .collect()
-        };
+        let mk = |avg: f64| sizes.iter().map(|&s| row(s, avg, avg, avg * 2.0, 1.0)).collect();
         let c = Comparison {
             systems: vec![
                 (System::Slime, mk(10.0)),
@@ -427,10 +389,7 @@ mod tests {
                 (System::Actix, mk(20.0)),
                 (
                     System::Floor,
-                    vec![
-                        row(KIB, 5.0, 4.0, 9.0, 2.0),
-                        row(4 * KIB, 5.0, 5.0, 9.0, 0.5),
-                    ],
+                    vec![row(KIB, 5.0, 4.0, 9.0, 2.0), row(4 * KIB, 5.0, 5.0, 9.0, 0.5)],
                 ),
             ],
             missing: vec![(System::Pulsing, "bad things".into())],
@@ -481,11 +440,7 @@ mod tests {
             missing: vec![(System::Slime, "not found".into())],
         };
         let t = render(&c);
-        let labels: Vec<&str> = t
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
+        let labels: Vec<&str> = t.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
         assert_eq!(labels, ["1KB", "4KB", "note:"]);
         assert_eq!(line_for(&t, "1KB").split_whitespace().nth(1), Some("-"));
         assert!(t.contains("note: slime_rpc.csv: not found"));
@@ -498,16 +453,9 @@ mod tests {
         let err = load_dir(&dir).expect_err("empty dir");
         assert!(matches!(err, TableError::NoCsv { .. }));
         assert!(err.to_string().contains("slime_rpc.csv"));
-        assert!(matches!(
-            load_dir(&dir.join("nope")),
-            Err(TableError::ReadDir { .. })
-        ));
+        assert!(matches!(load_dir(&dir.join("nope")), Err(TableError::ReadDir { .. })));
 
-        write_csv(
-            &dir.join("ray_rpc.csv"),
-            &[row(KIB, 300.0, 290.0, 400.0, 0.007)],
-        )
-        .expect("write");
+        write_csv(&dir.join("ray_rpc.csv"), &[row(KIB, 300.0, 290.0, 400.0, 0.007)]).expect("write");
         std::fs::write(dir.join("floor_rpc.csv"), "size,avg_us\n1,zzz\n").expect("write");
         let c = load_dir(&dir).expect("load");
         assert_eq!(c.systems.len(), 1);
@@ -526,10 +474,7 @@ mod tests {
         let slime = reference.join("dlslime_slime_rpc_published.csv");
         let ray = reference.join("dlslime_ray_rpc_published.csv");
         if !slime.exists() || !ray.exists() {
-            eprintln!(
-                "skipping: published CSVs not found in {}",
-                reference.display()
-            );
+            eprintln!("skipping: published CSVs not found in {}", reference.display());
             return;
         }
         let dir = unique_temp_dir("table-published");
@@ -560,10 +505,7 @@ mod tests {
             systems: vec![
                 (
                     System::Slime,
-                    vec![
-                        row(KIB, 89.147, 80.0, 100.0, 0.02),
-                        row(2 * MIB, 1.0, 1.0, 1.0, 1.0),
-                    ],
+                    vec![row(KIB, 89.147, 80.0, 100.0, 0.02), row(2 * MIB, 1.0, 1.0, 1.0, 1.0)],
                 ),
                 (System::Ray, rows),
             ],

@@ -91,25 +91,19 @@ impl<S: ControlStore> Agent<S> {
         self.origin.elapsed()
     }
 
-    async fn drive<R>(
-        &mut self,
-        mut on_event: impl FnMut(Event) -> Flow<R>,
-    ) -> Result<R, ControlError> {
+    async fn drive<R>(&mut self, mut on_event: impl FnMut(Event) -> Flow<R>) -> Result<R, ControlError> {
         loop {
             self.steps += 1;
             if self.steps > self.max_steps {
-                return Err(ControlError::StepLimit {
-                    steps: self.max_steps,
-                });
+                return Err(ControlError::StepLimit { steps: self.max_steps });
             }
             let mut busy = false;
             while let Some(cmd) = self.m.poll_command(self.now()) {
                 busy = true;
-                let reply =
-                    match tokio::time::timeout(self.op_timeout, self.store.exec(&cmd.op)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(StoreFailure::Timeout),
-                    };
+                let reply = match tokio::time::timeout(self.op_timeout, self.store.exec(&cmd.op)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreFailure::Timeout),
+                };
                 let now = self.now();
                 self.m.handle_reply(now, cmd.token, reply);
                 if self.m.poll_timeout().is_some_and(|t| t <= now) {
@@ -142,13 +136,7 @@ impl<S: ControlStore> Agent<S> {
                 .min(self.poll_period);
             let read = self
                 .store
-                .read_notifications(
-                    &self.stream_key,
-                    &self.inbox_key,
-                    &mut self.cursor,
-                    NOTIFY_BATCH,
-                    wait,
-                )
+                .read_notifications(&self.stream_key, &self.inbox_key, &mut self.cursor, NOTIFY_BATCH, wait)
                 .await;
             let now = self.now();
             match read {
@@ -175,10 +163,7 @@ impl<S: ControlStore> Agent<S> {
     /// [`ControlError::Rendezvous`] with the machine's reason (alias taken,
     /// incompatible peer, retries exhausted, …).
     #[tracing::instrument(skip_all, fields(agent = %self.m.alias()))]
-    pub async fn rendezvous<T: Transport>(
-        &mut self,
-        t: &mut T,
-    ) -> Result<PeerEndpoint, ControlError> {
+    pub async fn rendezvous<T: Transport>(&mut self, t: &mut T) -> Result<PeerEndpoint, ControlError> {
         let now = self.now();
         self.m.start(now);
         self.drive(|ev| match ev {
@@ -261,12 +246,7 @@ fn log_note(agent: &str, n: &Note) {
         }
         Note::LateReply { token } => tracing::debug!(agent, token, "late store reply ignored"),
         Note::Engaged { peer, incarnation } => {
-            tracing::debug!(
-                agent,
-                peer,
-                incarnation = format_args!("{incarnation:#x}"),
-                "engaged"
-            )
+            tracing::debug!(agent, peer, incarnation = format_args!("{incarnation:#x}"), "engaged")
         }
         Note::CleanupSkipped => tracing::debug!(agent, "cleanup notification skipped"),
     }

@@ -37,14 +37,10 @@ impl std::str::FromStr for CtrlUrl {
         let t = s.trim();
         if t.eq_ignore_ascii_case("memory") {
             Ok(CtrlUrl::Memory)
-        } else if (t.starts_with("redis://") || t.starts_with("rediss://"))
-            && t.len() > "redis://".len()
-        {
+        } else if (t.starts_with("redis://") || t.starts_with("rediss://")) && t.len() > "redis://".len() {
             Ok(CtrlUrl::Redis(t.to_string()))
         } else {
-            Err(CtrlUrlError {
-                given: s.to_string(),
-            })
+            Err(CtrlUrlError { given: s.to_string() })
         }
     }
 }
@@ -79,10 +75,7 @@ mod tests {
     #[test]
     fn parse_ctrl() {
         assert_eq!("memory".parse(), Ok(CtrlUrl::Memory));
-        assert_eq!(
-            "redis://h:1".parse(),
-            Ok(CtrlUrl::Redis("redis://h:1".into()))
-        );
+        assert_eq!("redis://h:1".parse(), Ok(CtrlUrl::Redis("redis://h:1".into())));
         assert!("nonsense://x".parse::<CtrlUrl>().is_err());
         assert!("redis://".parse::<CtrlUrl>().is_err());
         assert!("".parse::<CtrlUrl>().is_err());
@@ -90,10 +83,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("redis://u:secret@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
+        assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
         assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }

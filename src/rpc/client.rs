@@ -3,10 +3,10 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use slimebench_proto::{
-    CallId, CallTable, Completion, CompletionKind, Geometry, Header, LocalSlice, MrDesc, MrKey,
-    Transport, HEADER_LEN,
+    CallId, CallTable, Completion, CompletionKind, Geometry, Header, LocalSlice, MrDesc, MrKey, Transport, HEADER_LEN,
 };
 
 use super::wait::{SpinPolicy, Spinner};
@@ -35,6 +35,7 @@ pub struct RpcClient<T: Transport> {
     failed: Option<RpcError>,
     alarm: Rc<Alarm>,
     spin: SpinPolicy,
+    call_timeout: Option<Duration>,
     stats: ClientStats,
 }
 
@@ -43,12 +44,7 @@ impl<T: Transport> RpcClient<T> {
     ///
     /// # Errors
     /// [`RpcError::Register`] when memory cannot be registered.
-    pub fn new(
-        mut t: T,
-        geometry: Geometry,
-        alarm: Rc<Alarm>,
-        spin: SpinPolicy,
-    ) -> Result<Self, RpcError> {
+    pub fn new(mut t: T, geometry: Geometry, alarm: Rc<Alarm>, spin: SpinPolicy) -> Result<Self, RpcError> {
         let len = geometry.mailbox_len() as usize;
         let send_mr = t.register(len)?;
         let mailbox_mr = t.register(len)?;
@@ -63,8 +59,14 @@ impl<T: Transport> RpcClient<T> {
             failed: None,
             alarm,
             spin,
+            call_timeout: None,
             stats: ClientStats::default(),
         })
+    }
+
+    /// Bound every call's wait (tokio's clock: simulated time under the simulator).
+    pub fn set_call_timeout(&mut self, t: Option<Duration>) {
+        self.call_timeout = t;
     }
 
     /// Our reply mailbox, to publish at rendezvous.
@@ -126,9 +128,7 @@ impl<T: Transport> RpcClient<T> {
     /// [`RpcError::PayloadTooLarge`], [`RpcError::Busy`], a post error, or the
     /// session's failure.
     pub fn start_call(&mut self, method: u16, payload: &[u8]) -> Result<CallId, RpcError> {
-        self.start_call_with(method, payload.len(), |_, area| {
-            area.copy_from_slice(payload)
-        })
+        self.start_call_with(method, payload.len(), |_, area| area.copy_from_slice(payload))
     }
 
     /// Post a call of `len` payload bytes that `fill` writes straight into the
@@ -208,14 +208,10 @@ impl<T: Transport> RpcClient<T> {
         let cq = std::mem::take(&mut self.cq);
         for c in &cq {
             if !c.status.is_ok() {
-                let failure =
-                    self.t
-                        .link_failure()
-                        .cloned()
-                        .unwrap_or(slimebench_proto::LinkFailure {
-                            status: c.status,
-                            cause: "completion with error status".into(),
-                        });
+                let failure = self.t.link_failure().cloned().unwrap_or(slimebench_proto::LinkFailure {
+                    status: c.status,
+                    cause: "completion with error status".into(),
+                });
                 self.fail(RpcError::LinkDown(failure));
                 break;
             }
@@ -303,7 +299,19 @@ impl<T: Transport> RpcClient<T> {
     }
 
     async fn finish_call(&mut self, call: CallId) -> Result<Reply<'_, T>, RpcError> {
-        let len = poll_fn(|cx| self.poll_call(cx, call)).await?;
+        let len = match self.call_timeout {
+            None => poll_fn(|cx| self.poll_call(cx, call)).await?,
+            Some(limit) => match tokio::time::timeout(limit, poll_fn(|cx| self.poll_call(cx, call))).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let e = RpcError::Timeout {
+                        after_ms: limit.as_millis() as u64,
+                    };
+                    self.fail(e.clone());
+                    return Err(e);
+                }
+            },
+        };
         let reply = Reply {
             client: self,
             call,

@@ -52,6 +52,10 @@ pub enum RpcError {
     /// This session was shut down.
     #[error("session shut down")]
     Shutdown,
+    /// No reply within the call timeout. The session is failed: a late reply
+    /// could land in the slot the next call would reuse.
+    #[error("no reply within {after_ms} ms (call timeout)")]
+    Timeout { after_ms: u64 },
     /// The server answered with an exception.
     #[error("remote error: {0}")]
     Remote(String),
@@ -69,10 +73,7 @@ impl RpcError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            RpcError::LinkDown(_)
-                | RpcError::PeerGone(_)
-                | RpcError::Shutdown
-                | RpcError::Transport(_)
+            RpcError::LinkDown(_) | RpcError::PeerGone(_) | RpcError::Shutdown | RpcError::Transport(_)
         )
     }
 }

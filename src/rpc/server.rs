@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use slimebench_proto::{
-    Completion, CompletionKind, Geometry, Header, HeaderError, LocalSlice, MrDesc, MrKey,
-    PostError, Transport, HEADER_LEN,
+    Completion, CompletionKind, Geometry, Header, HeaderError, LocalSlice, MrDesc, MrKey, PostError, Transport,
+    HEADER_LEN,
 };
 
 use super::wait::{SpinPolicy, Spinner};
@@ -82,12 +82,7 @@ impl<T: Transport> RpcServer<T> {
     ///
     /// # Errors
     /// [`RpcError::Register`] when memory cannot be registered.
-    pub fn new(
-        mut t: T,
-        geometry: Geometry,
-        alarm: Rc<Alarm>,
-        spin: SpinPolicy,
-    ) -> Result<Self, RpcError> {
+    pub fn new(mut t: T, geometry: Geometry, alarm: Rc<Alarm>, spin: SpinPolicy) -> Result<Self, RpcError> {
         let mailbox_mr = t.register(geometry.mailbox_len() as usize)?;
         Ok(RpcServer {
             t,
@@ -149,11 +144,7 @@ impl<T: Transport> RpcServer<T> {
         end
     }
 
-    fn poll_serve(
-        &mut self,
-        cx: &mut Context<'_>,
-        handler: &mut impl Handler,
-    ) -> Poll<Result<ServeEnd, RpcError>> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>, handler: &mut impl Handler) -> Poll<Result<ServeEnd, RpcError>> {
         let mut spinner = Spinner::new(self.spin);
         let mut idle_ready = 0u32;
         loop {

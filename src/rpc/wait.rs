@@ -16,9 +16,7 @@ pub struct SpinPolicy {
 
 impl SpinPolicy {
     /// No spinning: park as soon as nothing is ready.
-    pub const NONE: SpinPolicy = SpinPolicy {
-        budget: Duration::ZERO,
-    };
+    pub const NONE: SpinPolicy = SpinPolicy { budget: Duration::ZERO };
 
     pub fn new(budget: Duration) -> Self {
         SpinPolicy { budget }

@@ -57,9 +57,7 @@ impl AlignedBuf {
         let rounded = len
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(AllocError::BadSize { len })?;
-        let mapped = rounded
-            .checked_add(2 * GUARD_LEN)
-            .ok_or(AllocError::BadSize { len })?;
+        let mapped = rounded.checked_add(2 * GUARD_LEN).ok_or(AllocError::BadSize { len })?;
         // SAFETY: an anonymous private mapping with no address hint; the
         // result is checked against MAP_FAILED.
         let raw = unsafe {
@@ -173,9 +171,6 @@ mod tests {
 
     #[test]
     fn zero_len_refused() {
-        assert_eq!(
-            AlignedBuf::new(0).unwrap_err(),
-            AllocError::BadSize { len: 0 }
-        );
+        assert_eq!(AlignedBuf::new(0).unwrap_err(), AllocError::BadSize { len: 0 });
     }
 }

@@ -169,11 +169,7 @@ pub struct Target {
 ///
 /// # Errors
 /// [`FrameError::UnknownRkey`], [`FrameError::OutOfRange`] or [`FrameError::TooLong`].
-pub fn validate_write(
-    h: &WriteHeader,
-    regions: &[RegionBounds],
-    max_len: usize,
-) -> Result<Target, FrameError> {
+pub fn validate_write(h: &WriteHeader, regions: &[RegionBounds], max_len: usize) -> Result<Target, FrameError> {
     if h.len as usize > max_len {
         return Err(FrameError::TooLong {
             len: h.len,
@@ -192,9 +188,7 @@ pub fn validate_write(
         region_len: r.len,
     };
     let offset = h.addr.checked_sub(r.base).ok_or_else(out_of_range)?;
-    let end = offset
-        .checked_add(u64::from(h.len))
-        .ok_or_else(out_of_range)?;
+    let end = offset.checked_add(u64::from(h.len)).ok_or_else(out_of_range)?;
     if end > r.len {
         return Err(out_of_range());
     }
@@ -272,17 +266,11 @@ mod tests {
         };
         assert_eq!(
             validate_write(&w(7, 0x10000, 4096), &REGIONS, 1 << 20),
-            Ok(Target {
-                region: 0,
-                offset: 0
-            })
+            Ok(Target { region: 0, offset: 0 })
         );
         assert_eq!(
             validate_write(&w(9, 0x90000 + 60, 40), &REGIONS, 1 << 20),
-            Ok(Target {
-                region: 1,
-                offset: 60
-            })
+            Ok(Target { region: 1, offset: 60 })
         );
         assert_eq!(
             validate_write(&w(8, 0x10000, 1), &REGIONS, 1 << 20),

@@ -26,8 +26,7 @@ pub const FLAG_REPLY: u32 = 1 << 29;
 pub const FLAG_CHUNK: u32 = 1 << 30;
 pub const FLAG_LAST: u32 = 1 << 31;
 const METHOD_MASK: u32 = 0xFFFF;
-const RESERVED_MASK: u32 =
-    !(METHOD_MASK | FLAG_EXC | FLAG_ACK | FLAG_REPLY | FLAG_CHUNK | FLAG_LAST);
+const RESERVED_MASK: u32 = !(METHOD_MASK | FLAG_EXC | FLAG_ACK | FLAG_REPLY | FLAG_CHUNK | FLAG_LAST);
 
 /// A decoded header.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -156,9 +155,7 @@ impl Header {
     /// As [`Header::decode`], plus length disagreements.
     pub fn decode_message(buf: &[u8], written: u32, slot_size: u64) -> Result<Header, HeaderError> {
         if (written as usize) < HEADER_LEN {
-            return Err(HeaderError::Short {
-                len: written as usize,
-            });
+            return Err(HeaderError::Short { len: written as usize });
         }
         let h = Header::decode(buf)?;
         if u64::from(h.total_len) > slot_size {
@@ -218,10 +215,7 @@ mod tests {
 
     #[test]
     fn malformed_cases() {
-        assert_eq!(
-            Header::decode(&[0; 15]),
-            Err(HeaderError::Short { len: 15 })
-        );
+        assert_eq!(Header::decode(&[0; 15]), Err(HeaderError::Short { len: 15 }));
         assert!(matches!(
             Header::decode(&raw(1 << 20, 16, 0)),
             Err(HeaderError::Reserved { .. })
@@ -266,9 +260,6 @@ mod tests {
                 slot_size: 64
             })
         );
-        assert_eq!(
-            Header::decode_message(&b, 8, 4096),
-            Err(HeaderError::Short { len: 8 })
-        );
+        assert_eq!(Header::decode_message(&b, 8, 4096), Err(HeaderError::Short { len: 8 }));
     }
 }

@@ -33,12 +33,7 @@ pub enum NameError {
     BadChar { what: &'static str, name: String },
 }
 
-fn validate(
-    what: &'static str,
-    name: &str,
-    max: usize,
-    allow_empty: bool,
-) -> Result<(), NameError> {
+fn validate(what: &'static str, name: &str, max: usize, allow_empty: bool) -> Result<(), NameError> {
     if name.is_empty() && !allow_empty {
         return Err(NameError::Empty { what });
     }

@@ -30,7 +30,7 @@ pub use mailbox::{CallId, CallTable, ReplyError};
 pub use rendezvous::{Event, Rendezvous, Role, Timing};
 pub use store::{ControlStore, LogKind, StoreFailure, StoreModel, StoreOp, StoreReply};
 pub use transport::{
-    Completion, CompletionKind, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey, PostError,
-    RegisterError, RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,
+    Completion, CompletionKind, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey, PostError, RegisterError,
+    RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,
 };
 pub use values::{ControlValue, EndpointInfo, Geometry, MailboxInfo, Notification};

@@ -94,12 +94,7 @@ impl CallTable {
     ///
     /// # Errors
     /// [`ReplyError`] when the reply belongs to no waiting call; the table is unchanged.
-    pub fn on_reply(
-        &mut self,
-        slot: u32,
-        request_id: u64,
-        len: u32,
-    ) -> Result<Option<CallId>, ReplyError> {
+    pub fn on_reply(&mut self, slot: u32, request_id: u64, len: u32) -> Result<Option<CallId>, ReplyError> {
         let count = self.slot_count();
         let state = self
             .slots
@@ -115,19 +110,14 @@ impl CallTable {
                 self.free.push(slot);
                 Ok(None)
             }
-            SlotState::Replied {
-                request_id: have, ..
-            } if have == request_id => Err(ReplyError::Duplicate { slot, request_id }),
-            SlotState::InFlight {
-                request_id: expected,
+            SlotState::Replied { request_id: have, .. } if have == request_id => {
+                Err(ReplyError::Duplicate { slot, request_id })
             }
+            SlotState::InFlight { request_id: expected }
             | SlotState::Replied {
-                request_id: expected,
-                ..
+                request_id: expected, ..
             }
-            | SlotState::Abandoned {
-                request_id: expected,
-            } => Err(ReplyError::WrongRequest {
+            | SlotState::Abandoned { request_id: expected } => Err(ReplyError::WrongRequest {
                 slot,
                 expected,
                 got: request_id,
@@ -248,10 +238,7 @@ mod tests {
         );
         assert_eq!(
             t.on_reply(1, 1, 0),
-            Err(ReplyError::NotInFlight {
-                slot: 1,
-                request_id: 1
-            })
+            Err(ReplyError::NotInFlight { slot: 1, request_id: 1 })
         );
     }
 

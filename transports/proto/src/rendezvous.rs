@@ -45,9 +45,7 @@ use crate::header::WIRE_VERSION;
 use crate::keys::{Keys, MAILBOX_MR};
 use crate::store::{AgentLookup, LogKind, StoreFailure, StoreOp, StoreReply};
 use crate::transport::{MrDesc, TransportAddr, TransportKind};
-use crate::values::{
-    AgentRecord, ControlValue, EndpointInfo, Geometry, MailboxInfo, Notification, ValueError,
-};
+use crate::values::{AgentRecord, ControlValue, EndpointInfo, Geometry, MailboxInfo, Notification, ValueError};
 
 /// Which side starts the rendezvous.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,9 +108,7 @@ impl Default for Timing {
 impl Timing {
     fn backoff(&self, attempt: u32) -> Duration {
         let shift = attempt.saturating_sub(1).min(20);
-        self.retry_initial
-            .saturating_mul(1u32 << shift)
-            .min(self.retry_max)
+        self.retry_initial.saturating_mul(1u32 << shift).min(self.retry_max)
     }
 }
 
@@ -153,13 +149,8 @@ pub enum Incompatible {
     SlotSize { ours: u64, theirs: u64 },
     #[error("slot count mismatch: ours {ours}, peer's {theirs} (use the same max in-flight on both sides)")]
     SlotCount { ours: u32, theirs: u32 },
-    #[error(
-        "transport mismatch: ours {ours}, peer's {theirs} (use the same --transport on both sides)"
-    )]
-    Transport {
-        ours: TransportKind,
-        theirs: TransportKind,
-    },
+    #[error("transport mismatch: ours {ours}, peer's {theirs} (use the same --transport on both sides)")]
+    Transport { ours: TransportKind, theirs: TransportKind },
     #[error("peer's mailbox has {len} bytes, its geometry needs {needed}")]
     MailboxTooSmall { len: u64, needed: u64 },
 }
@@ -186,10 +177,9 @@ impl fmt::Display for NotYet {
                 write!(f, "{key} is not a lease record: {detail}")
             }
             NotYet::PeerNotPublished { key } => write!(f, "{key} is not published yet"),
-            NotYet::Stale { key, found, live } => write!(
-                f,
-                "{key} belongs to incarnation {found:#x}, the live one is {live:#x}"
-            ),
+            NotYet::Stale { key, found, live } => {
+                write!(f, "{key} belongs to incarnation {found:#x}, the live one is {live:#x}")
+            }
             NotYet::BadValue { key, error } => write!(f, "{key}: {error}"),
             NotYet::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             NotYet::PeerNotReady => write!(f, "peer has not signalled qp_ready"),
@@ -222,10 +212,11 @@ pub enum RendezvousError {
     #[error("peer {peer} left during rendezvous")]
     PeerLeft { peer: String },
     /// Our lease was lost or taken over.
-    #[error(
-        "lease of {alias:?} was lost (store unreachable longer than the lease, or taken over)"
-    )]
+    #[error("lease of {alias:?} was lost (store unreachable longer than the lease, or taken over)")]
     LeaseLost { alias: String },
+    /// The peer refused to connect to us and said why.
+    #[error("peer {peer} refused the connection: {reason} (as the peer sees it)")]
+    Rejected { peer: String, reason: String },
 }
 
 /// Why an established link ended.
@@ -386,6 +377,8 @@ pub struct Rendezvous {
     peer_ready: Option<(String, u64)>,
     /// A `connect_peer` kept until the responder can act on it.
     pending_request: Option<(String, u64)>,
+    /// Why we refuse the peer; sent to it on close instead of a cleanup.
+    reject: Option<String>,
     inflight: Option<InFlight>,
     phase_issued: bool,
     retry_at: Option<Duration>,
@@ -427,6 +420,7 @@ impl Rendezvous {
             target: None,
             peer_ready: None,
             pending_request: None,
+            reject: None,
             inflight: None,
             phase_issued: false,
             retry_at: None,
@@ -512,10 +506,7 @@ impl Rendezvous {
     /// when the alias turned out to be held by someone else.
     pub fn close(&mut self, now: Duration) {
         let _ = now;
-        if matches!(
-            self.phase,
-            Phase::CloseNotify | Phase::CloseRelease | Phase::Closed
-        ) {
+        if matches!(self.phase, Phase::CloseNotify | Phase::CloseRelease | Phase::Closed) {
             return;
         }
         // A reply to whatever was in flight is now irrelevant.
@@ -524,7 +515,7 @@ impl Rendezvous {
         let notify = self
             .target
             .as_ref()
-            .is_some_and(|t| !t.gone && t.incarnation.is_some() && t.endpoint.is_some());
+            .is_some_and(|t| !t.gone && t.incarnation.is_some() && (t.endpoint.is_some() || self.reject.is_some()));
         self.enter(if notify {
             Phase::CloseNotify
         } else {
@@ -538,10 +529,7 @@ impl Rendezvous {
             return None;
         }
         let closing = matches!(self.phase, Phase::CloseNotify | Phase::CloseRelease);
-        let terminal = matches!(
-            self.phase,
-            Phase::Idle | Phase::Failed | Phase::Closed | Phase::Down
-        );
+        let terminal = matches!(self.phase, Phase::Idle | Phase::Failed | Phase::Closed | Phase::Down);
         if !closing && !terminal && self.claimed {
             if self.next_heartbeat.is_some_and(|t| now >= t) {
                 let op = StoreOp::Refresh {
@@ -551,8 +539,7 @@ impl Rendezvous {
                 };
                 return Some(self.issue(now, OpKind::Heartbeat, op));
             }
-            if matches!(self.phase, Phase::Ready | Phase::AwaitReady)
-                && self.next_peer_check.is_some_and(|t| now >= t)
+            if matches!(self.phase, Phase::Ready | Phase::AwaitReady) && self.next_peer_check.is_some_and(|t| now >= t)
             {
                 let peer = self.target.as_ref().expect("engaged").alias.clone();
                 let op = StoreOp::Fetch {
@@ -656,6 +643,20 @@ impl Rendezvous {
                     None,
                 )
             }
+            Phase::CloseNotify if self.reject.is_some() => {
+                let t = self.target.as_ref().expect("engaged");
+                self.append(
+                    k.stream(&t.alias),
+                    LogKind::Stream,
+                    Notification::Reject {
+                        from: me.clone(),
+                        from_inc: self.local.incarnation,
+                        to_inc: t.incarnation.expect("known"),
+                        reason: self.reject.clone().expect("checked"),
+                    },
+                    None,
+                )
+            }
             Phase::CloseNotify => {
                 let t = self.target.as_ref().expect("engaged");
                 self.append(
@@ -705,12 +706,7 @@ impl Rendezvous {
     }
 
     /// The outcome of command `token`.
-    pub fn handle_reply(
-        &mut self,
-        now: Duration,
-        token: u64,
-        reply: Result<StoreReply, StoreFailure>,
-    ) {
+    pub fn handle_reply(&mut self, now: Duration, token: u64, reply: Result<StoreReply, StoreFailure>) {
         let Some(inflight) = self.inflight.take_if(|f| f.token == token) else {
             self.stats.late_replies += 1;
             self.note(Note::LateReply { token });
@@ -737,10 +733,7 @@ impl Rendezvous {
 
     fn heartbeat_failed(&mut self, now: Duration, error: StoreFailure) {
         self.stats.lease_refresh_failures += 1;
-        self.note(Note::StoreError {
-            op: "refresh",
-            error,
-        });
+        self.note(Note::StoreError { op: "refresh", error });
         // Retry sooner than a full period; the lease-lost check bounds the wait.
         self.next_heartbeat = Some(
             now + self
@@ -809,11 +802,7 @@ impl Rendezvous {
             _ => match self.role {
                 Role::Responder => self.back_to_listen(),
                 Role::Initiator { .. } => {
-                    let peer = self
-                        .target
-                        .as_ref()
-                        .map(|t| t.alias.clone())
-                        .unwrap_or_default();
+                    let peer = self.target.as_ref().map(|t| t.alias.clone()).unwrap_or_default();
                     self.fail(RendezvousError::PeerLeft { peer });
                 }
             },
@@ -840,10 +829,7 @@ impl Rendezvous {
             }
             (Phase::Claim, StoreReply::Conflict { holder, ttl_left }) => {
                 let holder = match holder {
-                    AgentLookup::Present(r) => format!(
-                        "incarnation {:#x} on {} pid {}",
-                        r.incarnation, r.host, r.pid
-                    ),
+                    AgentLookup::Present(r) => format!("incarnation {:#x} on {} pid {}", r.incarnation, r.host, r.pid),
                     AgentLookup::Corrupt(d) => format!("a value that is not a lease record: {d}"),
                     AgentLookup::Absent => "unknown".into(),
                 };
@@ -874,9 +860,7 @@ impl Rendezvous {
             },
             (Phase::Publish, StoreReply::NotOwner { .. }) => self.lease_lost(now),
             (Phase::Announce, StoreReply::Appended) => self.enter(Phase::Fetch),
-            (Phase::Fetch, StoreReply::Fetched { agent, values }) => {
-                self.on_fetched(now, agent, values)
-            }
+            (Phase::Fetch, StoreReply::Fetched { agent, values }) => self.on_fetched(now, agent, values),
             (Phase::SignalReady, StoreReply::Appended) => {
                 self.await_since = now;
                 self.enter(Phase::AwaitReady);
@@ -894,8 +878,7 @@ impl Rendezvous {
                 self.push(Event::Closed { clean });
             }
             (_, other) => {
-                let e =
-                    StoreFailure::Unexpected(format!("{other:?} in phase {}", self.phase_name()));
+                let e = StoreFailure::Unexpected(format!("{other:?} in phase {}", self.phase_name()));
                 self.note(Note::StoreError {
                     op: self.phase_name(),
                     error: e.clone(),
@@ -924,9 +907,7 @@ impl Rendezvous {
             if exp != live {
                 // The request came from an incarnation that is no longer alive.
                 self.note(Note::IgnoredNotification {
-                    detail: format!(
-                        "connect_peer from {peer} incarnation {exp:#x}, live is {live:#x}"
-                    ),
+                    detail: format!("connect_peer from {peer} incarnation {exp:#x}, live is {live:#x}"),
                 });
                 self.stats.stale_notifications += 1;
                 return self.back_to_listen();
@@ -941,10 +922,7 @@ impl Rendezvous {
             Err(r) => return self.attempt_ended(now, r),
         };
         if info.alias != peer || info.peer != me {
-            let error = ValueError::Malformed(format!(
-                "names {}→{}, expected {peer}→{me}",
-                info.alias, info.peer
-            ));
+            let error = ValueError::Malformed(format!("names {}→{}, expected {peer}→{me}", info.alias, info.peer));
             return self.attempt_ended(now, NotYet::BadValue { key: xkey, error });
         }
         let mailbox = match decode_live::<MailboxInfo>(&mkey, mval, live, |v| v.incarnation) {
@@ -952,6 +930,11 @@ impl Rendezvous {
             Err(r) => return self.attempt_ended(now, r),
         };
         if let Err(detail) = self.check_compat(&info, &mailbox) {
+            // Tell the peer on close, so it fails now rather than at its deadline.
+            self.reject = Some(detail.to_string());
+            if let Some(t) = self.target.as_mut() {
+                t.incarnation = Some(live);
+            }
             return self.fail(RendezvousError::Incompatible { peer, detail });
         }
         let endpoint = PeerEndpoint {
@@ -1032,17 +1015,10 @@ impl Rendezvous {
             }
         };
         match n {
-            Notification::ConnectPeer { from, from_inc } => {
-                self.on_connect_request(now, from, from_inc)
-            }
-            Notification::QpReady {
-                from,
-                from_inc,
-                to_inc,
-            } => {
+            Notification::ConnectPeer { from, from_inc } => self.on_connect_request(now, from, from_inc),
+            Notification::QpReady { from, from_inc, to_inc } => {
                 if to_inc != self.local.incarnation {
-                    return self
-                        .ignore(format!("qp_ready from {from} for incarnation {to_inc:#x}"));
+                    return self.ignore(format!("qp_ready from {from} for incarnation {to_inc:#x}"));
                 }
                 if self.target.as_ref().is_some_and(|t| t.alias != from) {
                     return self.ignore(format!("qp_ready from {from}, not our peer"));
@@ -1052,21 +1028,37 @@ impl Rendezvous {
                 self.kick(now);
                 self.check_peer_ready(now);
             }
-            Notification::Cleanup {
+            Notification::Reject {
                 from,
                 from_inc,
                 to_inc,
+                reason,
             } => {
+                if to_inc != self.local.incarnation {
+                    return self.ignore(format!("reject from {from} for incarnation {to_inc:#x}"));
+                }
+                let ours = self
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.alias == from && t.incarnation.is_none_or(|i| i == from_inc));
+                if !ours || !self.in_rendezvous() {
+                    return self.ignore(format!("reject from {from} incarnation {from_inc:#x}, not our peer"));
+                }
+                if let Some(t) = self.target.as_mut() {
+                    t.gone = true;
+                }
+                self.fail(RendezvousError::Rejected { peer: from, reason });
+            }
+            Notification::Cleanup { from, from_inc, to_inc } => {
                 if to_inc != self.local.incarnation {
                     return self.ignore(format!("cleanup from {from} for incarnation {to_inc:#x}"));
                 }
-                let ours = self.target.as_ref().is_some_and(|t| {
-                    t.alias == from && t.incarnation.is_none_or(|i| i == from_inc)
-                });
+                let ours = self
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.alias == from && t.incarnation.is_none_or(|i| i == from_inc));
                 if !ours {
-                    return self.ignore(format!(
-                        "cleanup from {from} incarnation {from_inc:#x}, not our peer"
-                    ));
+                    return self.ignore(format!("cleanup from {from} incarnation {from_inc:#x}, not our peer"));
                 }
                 self.peer_lost(DownReason::PeerCleanup { peer: from });
             }
@@ -1093,10 +1085,7 @@ impl Rendezvous {
             return;
         };
         if t.alias != from {
-            return self.ignore(format!(
-                "connect_peer from {from} while engaged with {}",
-                t.alias
-            ));
+            return self.ignore(format!("connect_peer from {from} while engaged with {}", t.alias));
         }
         if t.incarnation == Some(from_inc) {
             // A repeat: the peer is retrying, so retry now too.
@@ -1172,9 +1161,7 @@ impl Rendezvous {
         if self.in_rendezvous() && now.saturating_sub(self.episode_start) >= self.timing.deadline {
             self.give_up(now);
         }
-        if self.phase == Phase::AwaitReady
-            && now.saturating_sub(self.await_since) >= self.timing.ready_refresh
-        {
+        if self.phase == Phase::AwaitReady && now.saturating_sub(self.await_since) >= self.timing.ready_refresh {
             self.last_reason = Some(NotYet::PeerNotReady);
             self.enter(Phase::Fetch);
         }
@@ -1223,10 +1210,7 @@ impl Rendezvous {
     }
 
     fn is_terminal(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Idle | Phase::Down | Phase::Failed | Phase::Closed
-        )
+        matches!(self.phase, Phase::Idle | Phase::Down | Phase::Failed | Phase::Closed)
     }
 
     fn is_closing(&self) -> bool {
@@ -1273,9 +1257,7 @@ impl Rendezvous {
         }
         self.attempts += 1;
         self.stats.attempts += 1;
-        if self.attempts >= self.timing.max_attempts
-            || now.saturating_sub(self.episode_start) >= self.timing.deadline
-        {
+        if self.attempts >= self.timing.max_attempts || now.saturating_sub(self.episode_start) >= self.timing.deadline {
             self.last_reason = Some(reason);
             return self.give_up(now);
         }
@@ -1370,9 +1352,7 @@ fn decode_live<T: ControlValue>(
     live: u64,
     inc: impl Fn(&T) -> u64,
 ) -> Result<T, NotYet> {
-    let raw = raw.ok_or_else(|| NotYet::PeerNotPublished {
-        key: key.to_string(),
-    })?;
+    let raw = raw.ok_or_else(|| NotYet::PeerNotPublished { key: key.to_string() })?;
     let v = T::decode(&raw).map_err(|error| NotYet::BadValue {
         key: key.to_string(),
         error,

@@ -117,9 +117,7 @@ impl World {
         if !self.store_down {
             let me = self.sides[i].m.alias().to_string();
             let keys = self.sides[i].m.keys().clone();
-            let entries = self
-                .store
-                .read_log(now, &keys.stream(&me), self.sides[i].cursor, 64);
+            let entries = self.store.read_log(now, &keys.stream(&me), self.sides[i].cursor, 64);
             for (id, raw) in entries {
                 self.sides[i].cursor = id;
                 self.sides[i].m.handle_notification(now, &raw);
@@ -191,12 +189,7 @@ impl World {
 }
 
 fn pair(w: &mut World) -> (usize, usize) {
-    let d = w.add(
-        local("driver", 11, 4096),
-        Role::Initiator {
-            peer: "worker".into(),
-        },
-    );
+    let d = w.add(local("driver", 11, 4096), Role::Initiator { peer: "worker".into() });
     let s = w.add(local("worker", 22, 4096), Role::Responder);
     (d, s)
 }
@@ -254,8 +247,7 @@ fn early_qp_ready_is_kept() {
         transport: worker.transport.clone(),
         geometry: worker.geometry,
     };
-    w.store
-        .put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
+    w.store.put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
     w.store.put_raw(
         "t:mr:worker:mailbox",
         MailboxInfo {
@@ -299,10 +291,7 @@ fn early_qp_ready_is_kept() {
     let c = m.poll_command(now).expect("signal qp_ready");
     let r = w.store.apply(now, &c.op);
     m.handle_reply(now, c.token, Ok(r));
-    assert!(
-        m.is_ready(),
-        "kept notification completes the rendezvous at once"
-    );
+    assert!(m.is_ready(), "kept notification completes the rendezvous at once");
 }
 
 #[test]
@@ -319,8 +308,7 @@ fn own_stale_keys_removed_and_older_incarnation_never_used() {
         transport: old.transport.clone(),
         geometry: old.geometry,
     };
-    w.store
-        .put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
+    w.store.put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
     w.store.put_raw(
         "t:mr:worker:mailbox",
         MailboxInfo {
@@ -335,10 +323,7 @@ fn own_stale_keys_removed_and_older_incarnation_never_used() {
     // The driver starts first and must not connect to the dead incarnation.
     w.start(d);
     assert!(!w.run_until(Duration::from_millis(200), |w| w.ready(d)));
-    assert!(
-        w.connects(d).is_empty(),
-        "never connects to a dead incarnation"
-    );
+    assert!(w.connects(d).is_empty(), "never connects to a dead incarnation");
     w.start(s);
     assert!(w.run_until(Duration::from_secs(2), |w| w.ready(d) && w.ready(s)));
     assert_eq!(w.connects(d), vec![22]);
@@ -376,19 +361,14 @@ fn stale_exchange_with_live_lease_is_retried_not_used() {
         transport: old.transport.clone(),
         geometry: old.geometry,
     };
-    w.store
-        .put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
+    w.store.put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
     w.start(d);
     w.run_until(Duration::from_millis(100), |_| false);
     assert!(w.connects(d).is_empty());
     assert!(w.sides[d].events.iter().any(|e| matches!(
         e,
         Event::Note(Note::AttemptEnded {
-            reason: NotYet::Stale {
-                found: 5,
-                live: 22,
-                ..
-            },
+            reason: NotYet::Stale { found: 5, live: 22, .. },
             ..
         })
     )));
@@ -423,11 +403,7 @@ fn notification_cuts_the_backoff_short() {
     let t0 = w.now;
     w.start(s);
     assert!(w.run_until(Duration::from_secs(2), |w| w.ready(d) && w.ready(s)));
-    assert!(
-        w.now - t0 < Timing::default().retry_max,
-        "took {:?}",
-        w.now - t0
-    );
+    assert!(w.now - t0 < Timing::default().retry_max, "took {:?}", w.now - t0);
 }
 
 #[test]
@@ -439,10 +415,7 @@ fn retries_are_bounded() {
     assert!(w.run_until(deadline * 2, |w| w.failed(d).is_some()));
     match w.failed(d).unwrap() {
         RendezvousError::GaveUp {
-            peer,
-            attempts,
-            last,
-            ..
+            peer, attempts, last, ..
         } => {
             assert_eq!(peer, "worker");
             assert!(*attempts > 5 && *attempts < Timing::default().max_attempts);
@@ -456,19 +429,12 @@ fn retries_are_bounded() {
 #[test]
 fn geometry_mismatch_is_a_clear_error_on_both_sides() {
     let mut w = World::new();
-    let d = w.add(
-        local("driver", 11, 4096),
-        Role::Initiator {
-            peer: "worker".into(),
-        },
-    );
+    let d = w.add(local("driver", 11, 4096), Role::Initiator { peer: "worker".into() });
     let s = w.add(local("worker", 22, 8192), Role::Responder);
     w.start(s);
     w.start(d);
-    assert!(
-        w.run_until(Duration::from_secs(1), |w| w.failed(d).is_some()
-            && w.failed(s).is_some())
-    );
+    assert!(w.run_until(Duration::from_secs(1), |w| w.failed(d).is_some()
+        && w.failed(s).is_some()));
     assert!(matches!(
         w.failed(d),
         Some(RendezvousError::Incompatible {
@@ -480,10 +446,7 @@ fn geometry_mismatch_is_a_clear_error_on_both_sides() {
         })
     ));
     let msg = w.failed(s).unwrap().to_string();
-    assert!(
-        msg.contains("slot size mismatch") && msg.contains("--buf-mb"),
-        "{msg}"
-    );
+    assert!(msg.contains("slot size mismatch") && msg.contains("--buf-mb"), "{msg}");
 }
 
 #[test]
@@ -492,12 +455,7 @@ fn slot_count_and_wire_version_mismatch() {
     let mut l = local("worker", 22, 4096);
     l.geometry.slot_count = 4;
     l.mailbox.len = 4 * 4096;
-    let d = w.add(
-        local("driver", 11, 4096),
-        Role::Initiator {
-            peer: "worker".into(),
-        },
-    );
+    let d = w.add(local("driver", 11, 4096), Role::Initiator { peer: "worker".into() });
     let s = w.add(l, Role::Responder);
     w.start(s);
     w.start(d);
@@ -534,8 +492,7 @@ fn slot_count_and_wire_version_mismatch() {
         transport: l.transport.clone(),
         geometry: l.geometry,
     };
-    w.store
-        .put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
+    w.store.put_raw("t:exchange:worker:driver", info.encode(), None, w.now);
     w.store.put_raw(
         "t:mr:worker:mailbox",
         MailboxInfo {
@@ -578,10 +535,7 @@ fn store_down_then_heals_and_down_for_good() {
     w.start(d);
     assert!(w.run_until(Duration::from_secs(60), |w| w.failed(d).is_some()));
     let msg = w.failed(d).unwrap().to_string();
-    assert!(
-        msg.contains("gave up") && msg.contains("unavailable"),
-        "{msg}"
-    );
+    assert!(msg.contains("gave up") && msg.contains("unavailable"), "{msg}");
 }
 
 #[test]
@@ -590,16 +544,11 @@ fn alias_taken_is_refused_not_taken_over() {
     let a = w.add(local("worker", 1, 4096), Role::Responder);
     let b = w.add(local("worker", 2, 4096), Role::Responder);
     w.start(a);
-    w.run_until(Duration::from_millis(10), |w| {
-        w.sides[0].m.phase_name() == "listen"
-    });
+    w.run_until(Duration::from_millis(10), |w| w.sides[0].m.phase_name() == "listen");
     w.start(b);
     assert!(w.run_until(Duration::from_millis(10), |w| w.failed(b).is_some()));
     let msg = w.failed(b).unwrap().to_string();
-    assert!(
-        msg.contains("held by a live agent") && msg.contains("--scope"),
-        "{msg}"
-    );
+    assert!(msg.contains("held by a live agent") && msg.contains("--scope"), "{msg}");
     // Closing the refused one must not delete the holder's lease.
     w.sides[b].m.close(w.now);
     w.run_until(Duration::from_secs(1), |w| w.sides[1].m.is_closed());
@@ -621,12 +570,7 @@ fn cleanup_event_takes_the_link_down() {
     w.sides[d].m.close(w.now);
     assert!(w.run_until(Duration::from_secs(1), |w| w.down(1).is_some()
         && w.sides[0].m.is_closed()));
-    assert_eq!(
-        w.down(s),
-        Some(&DownReason::PeerCleanup {
-            peer: "driver".into()
-        })
-    );
+    assert_eq!(w.down(s), Some(&DownReason::PeerCleanup { peer: "driver".into() }));
     w.sides[s].m.close(w.now);
     assert!(w.run_until(Duration::from_secs(1), |w| w.sides[1].m.is_closed()));
     assert!(
@@ -647,18 +591,9 @@ fn killed_peer_detected_by_lease_expiry() {
     w.sides[s].started = false;
     let t0 = w.now;
     assert!(w.run_until(Duration::from_secs(30), |w| w.down(0).is_some()));
-    assert_eq!(
-        w.down(d),
-        Some(&DownReason::PeerLeaseExpired {
-            peer: "worker".into()
-        })
-    );
+    assert_eq!(w.down(d), Some(&DownReason::PeerLeaseExpired { peer: "worker".into() }));
     let t = Timing::default();
-    assert!(
-        w.now - t0 <= t.lease + t.peer_check,
-        "noticed after {:?}",
-        w.now - t0
-    );
+    assert!(w.now - t0 <= t.lease + t.peer_check, "noticed after {:?}", w.now - t0);
 }
 
 #[test]
@@ -719,12 +654,8 @@ fn garbage_peer_values_end_in_a_clear_error() {
             ttl: Duration::from_secs(600),
         },
     );
-    w.store.put_raw(
-        "t:exchange:worker:driver",
-        b"\x00\x01garbage".to_vec(),
-        None,
-        w.now,
-    );
+    w.store
+        .put_raw("t:exchange:worker:driver", b"\x00\x01garbage".to_vec(), None, w.now);
     w.start(d);
     assert!(w.run_until(Duration::from_secs(60), |w| w.failed(d).is_some()));
     let msg = w.failed(d).unwrap().to_string();

@@ -72,10 +72,7 @@ pub enum StoreOp {
         entries: Vec<(String, Vec<u8>)>,
     },
     /// Read the lease record `agent_key` and the plain values `keys`.
-    Fetch {
-        agent_key: String,
-        keys: Vec<String>,
-    },
+    Fetch { agent_key: String, keys: Vec<String> },
     /// Append `value` to the log `key`, keeping at most `max_len` entries and
     /// (re)setting the key's TTL; when `if_alive` names a lease key, only if
     /// that lease exists.
@@ -203,8 +200,7 @@ impl StoreModel {
     }
 
     fn purge(&mut self, now: Duration) {
-        self.entries
-            .retain(|_, e| e.expires_at.is_none_or(|t| now < t));
+        self.entries.retain(|_, e| e.expires_at.is_none_or(|t| now < t));
     }
 
     fn agent(&self, key: &str) -> AgentLookup {
@@ -228,12 +224,10 @@ impl StoreModel {
         self.purge(now);
         match op {
             StoreOp::Claim { key, record, ttl } => match self.agent(key) {
-                AgentLookup::Present(r) if r.incarnation != record.incarnation => {
-                    StoreReply::Conflict {
-                        holder: AgentLookup::Present(r),
-                        ttl_left: self.ttl_left(now, key),
-                    }
-                }
+                AgentLookup::Present(r) if r.incarnation != record.incarnation => StoreReply::Conflict {
+                    holder: AgentLookup::Present(r),
+                    ttl_left: self.ttl_left(now, key),
+                },
                 AgentLookup::Corrupt(_) => StoreReply::Conflict {
                     holder: self.agent(key),
                     ttl_left: self.ttl_left(now, key),
@@ -249,11 +243,7 @@ impl StoreModel {
                     StoreReply::Claimed
                 }
             },
-            StoreOp::Refresh {
-                key,
-                incarnation,
-                ttl,
-            } => {
+            StoreOp::Refresh { key, incarnation, ttl } => {
                 if self.owned_by(key, *incarnation) {
                     self.entries.get_mut(key).expect("owned").expires_at = Some(now + *ttl);
                     StoreReply::Refreshed
@@ -342,9 +332,7 @@ impl StoreModel {
                 incarnation,
                 keys,
             } => match self.agent(agent_key) {
-                AgentLookup::Present(r) if r.incarnation != *incarnation => {
-                    StoreReply::Released { deleted: 0 }
-                }
+                AgentLookup::Present(r) if r.incarnation != *incarnation => StoreReply::Released { deleted: 0 },
                 AgentLookup::Corrupt(_) => StoreReply::Released { deleted: 0 },
                 holder => {
                     let mut deleted = 0;
@@ -369,21 +357,10 @@ impl StoreModel {
     }
 
     /// Entries of log `key` with id greater than `after`, at most `max`.
-    pub fn read_log(
-        &mut self,
-        now: Duration,
-        key: &str,
-        after: u64,
-        max: usize,
-    ) -> Vec<(u64, Vec<u8>)> {
+    pub fn read_log(&mut self, now: Duration, key: &str, after: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
         self.purge(now);
         match self.entries.get(key).map(|e| &e.value) {
-            Some(Value::Log(log)) => log
-                .iter()
-                .filter(|(id, _)| *id > after)
-                .take(max)
-                .cloned()
-                .collect(),
+            Some(Value::Log(log)) => log.iter().filter(|(id, _)| *id > after).take(max).cloned().collect(),
             _ => Vec::new(),
         }
     }
@@ -393,8 +370,7 @@ impl StoreModel {
         self.purge(now);
         let mut out = Vec::new();
         if let Some(Entry {
-            value: Value::Log(log),
-            ..
+            value: Value::Log(log), ..
         }) = self.entries.get_mut(key)
         {
             while out.len() < max {
@@ -469,9 +445,7 @@ mod tests {
             ttl: 5 * S,
         };
         assert_eq!(m.apply(Duration::ZERO, &claim(1)), StoreReply::Claimed);
-        assert!(
-            matches!(m.apply(S, &claim(2)), StoreReply::Conflict { ttl_left: Some(t), .. } if t == 4 * S)
-        );
+        assert!(matches!(m.apply(S, &claim(2)), StoreReply::Conflict { ttl_left: Some(t), .. } if t == 4 * S));
         // Same incarnation re-claims (idempotent retry after a lost reply).
         assert_eq!(m.apply(S, &claim(1)), StoreReply::Claimed);
         // After expiry another incarnation may claim.
@@ -481,10 +455,7 @@ mod tests {
             incarnation: 1,
             ttl: 5 * S,
         };
-        assert!(matches!(
-            m.apply(7 * S, &refresh),
-            StoreReply::NotOwner { .. }
-        ));
+        assert!(matches!(m.apply(7 * S, &refresh), StoreReply::NotOwner { .. }));
     }
 
     #[test]

@@ -228,10 +228,7 @@ pub enum RegisterError {
 pub enum ConnectError {
     /// The peer runs another backend; start both sides with the same `--transport`.
     #[error("peer uses the {peer} transport, this side uses {local}")]
-    WrongKind {
-        local: TransportKind,
-        peer: TransportKind,
-    },
+    WrongKind { local: TransportKind, peer: TransportKind },
     /// The peer's address could not be reached; it may have exited (retry with fresh info).
     #[error("cannot reach peer at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
@@ -330,13 +327,7 @@ pub trait Transport {
     /// # Errors
     /// [`PostError::QueueFull`] is backpressure; every other variant means the
     /// write was not posted and will produce no completion.
-    fn post_write_imm(
-        &mut self,
-        wr_id: u64,
-        src: LocalSlice,
-        dst: RemoteAddr,
-        imm: u32,
-    ) -> Result<(), PostError>;
+    fn post_write_imm(&mut self, wr_id: u64, src: LocalSlice, dst: RemoteAddr, imm: u32) -> Result<(), PostError>;
 
     /// Move finished work into `out` without blocking; returns how many were added.
     ///
@@ -375,13 +366,7 @@ mod tests {
             len: 100,
             rkey: 7,
         };
-        assert_eq!(
-            d.at(0, 100),
-            Some(RemoteAddr {
-                rkey: 7,
-                addr: 0x1000
-            })
-        );
+        assert_eq!(d.at(0, 100), Some(RemoteAddr { rkey: 7, addr: 0x1000 }));
         assert_eq!(d.at(90, 10).unwrap().addr, 0x1000 + 90);
         assert_eq!(d.at(91, 10), None);
         assert_eq!(d.at(u64::MAX, 2), None);

@@ -74,8 +74,7 @@ pub trait ControlValue: Serialize + DeserializeOwned {
                 found: u32::try_from(found).unwrap_or(u32::MAX),
             });
         }
-        let value: Self =
-            serde_json::from_value(v).map_err(|e| ValueError::Malformed(e.to_string()))?;
+        let value: Self = serde_json::from_value(v).map_err(|e| ValueError::Malformed(e.to_string()))?;
         value.validate()?;
         Ok(value)
     }
@@ -101,8 +100,7 @@ pub struct Geometry {
 impl Geometry {
     /// Largest payload a slot carries.
     pub fn max_payload(&self) -> u64 {
-        self.slot_size
-            .saturating_sub(crate::header::HEADER_LEN as u64)
+        self.slot_size.saturating_sub(crate::header::HEADER_LEN as u64)
     }
 
     /// Bytes of a whole mailbox.
@@ -175,16 +173,16 @@ pub enum Notification {
     /// "I am `from`; read my exchange info and connect to me."
     ConnectPeer { from: String, from_inc: u64 },
     /// "My side of the link to your incarnation `to_inc` is up."
-    QpReady {
-        from: String,
-        from_inc: u64,
-        to_inc: u64,
-    },
+    QpReady { from: String, from_inc: u64, to_inc: u64 },
     /// "I am leaving; tear down your link to me."
-    Cleanup {
+    Cleanup { from: String, from_inc: u64, to_inc: u64 },
+    /// "I will not connect to your incarnation `to_inc`, because …" (e.g.
+    /// a geometry mismatch), so the peer fails at once instead of waiting.
+    Reject {
         from: String,
         from_inc: u64,
         to_inc: u64,
+        reason: String,
     },
 }
 
@@ -193,7 +191,8 @@ impl Notification {
         match self {
             Notification::ConnectPeer { from, .. }
             | Notification::QpReady { from, .. }
-            | Notification::Cleanup { from, .. } => from,
+            | Notification::Cleanup { from, .. }
+            | Notification::Reject { from, .. } => from,
         }
     }
 }
@@ -203,12 +202,20 @@ impl ControlValue for Notification {
         validate_alias(self.from())?;
         match self {
             Notification::ConnectPeer { from_inc, .. } => nonzero(*from_inc),
-            Notification::QpReady {
-                from_inc, to_inc, ..
+            Notification::QpReady { from_inc, to_inc, .. } | Notification::Cleanup { from_inc, to_inc, .. } => {
+                nonzero(*from_inc).and(nonzero(*to_inc))
             }
-            | Notification::Cleanup {
-                from_inc, to_inc, ..
-            } => nonzero(*from_inc).and(nonzero(*to_inc)),
+            Notification::Reject {
+                from_inc,
+                to_inc,
+                reason,
+                ..
+            } => {
+                if reason.len() > 1024 {
+                    return Err(ValueError::Malformed("reject reason over 1024 bytes".into()));
+                }
+                nonzero(*from_inc).and(nonzero(*to_inc))
+            }
         }
     }
 }
@@ -269,32 +276,23 @@ mod tests {
         ));
         assert_eq!(
             EndpointInfo::decode(&vec![b' '; MAX_VALUE_LEN + 1]),
-            Err(ValueError::TooLong {
-                len: MAX_VALUE_LEN + 1
-            })
+            Err(ValueError::TooLong { len: MAX_VALUE_LEN + 1 })
         );
-        let other_version = String::from_utf8(full.clone())
-            .unwrap()
-            .replace("\"v\":1", "\"v\":7");
+        let other_version = String::from_utf8(full.clone()).unwrap().replace("\"v\":1", "\"v\":7");
         assert_eq!(
             EndpointInfo::decode(other_version.as_bytes()),
             Err(ValueError::Version { found: 7 })
         );
         let mut zero = endpoint();
         zero.incarnation = 0;
-        assert_eq!(
-            EndpointInfo::decode(&zero.encode()),
-            Err(ValueError::ZeroIncarnation)
-        );
+        assert_eq!(EndpointInfo::decode(&zero.encode()), Err(ValueError::ZeroIncarnation));
         let mut bad_name = endpoint();
         bad_name.alias = "a b*".into();
         assert!(matches!(
             EndpointInfo::decode(&bad_name.encode()),
             Err(ValueError::Name(_))
         ));
-        let extra = String::from_utf8(full)
-            .unwrap()
-            .replacen('{', "{\"evil\":1,", 1);
+        let extra = String::from_utf8(full).unwrap().replacen('{', "{\"evil\":1,", 1);
         assert!(matches!(
             EndpointInfo::decode(extra.as_bytes()),
             Err(ValueError::Malformed(_))

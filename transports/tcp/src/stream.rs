@@ -28,11 +28,7 @@ pub trait ByteStream {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
 
     /// Write as much of `bufs` as the stream takes now.
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;
 }
 
 /// A kernel TCP socket: raw non-blocking syscalls, tokio's reactor to park.
@@ -79,11 +75,7 @@ impl ByteStream for TcpFd {
         }
     }
 
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self.fd.get_ref().write_vectored(bufs) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => return Poll::Ready(r),
@@ -108,11 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ByteStream for AsyncStream<S> {
         Poll::Ready(Ok(rb.filled().len()))
     }
 
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 }
@@ -153,19 +141,12 @@ impl TokioTcp {
     ///
     /// # Errors
     /// The bind error.
-    pub fn bind(
-        bind: SocketAddr,
-        advertise: Option<String>,
-        dial_timeout: Duration,
-    ) -> io::Result<Self> {
+    pub fn bind(bind: SocketAddr, advertise: Option<String>, dial_timeout: Duration) -> io::Result<Self> {
         let std_listener = std::net::TcpListener::bind(bind)?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let local = listener.local_addr()?;
-        let advertise = advertise.map_or_else(
-            || local.to_string(),
-            |host| format!("{host}:{}", local.port()),
-        );
+        let advertise = advertise.map_or_else(|| local.to_string(), |host| format!("{host}:{}", local.port()));
         Ok(TokioTcp {
             listener,
             advertise,
@@ -183,22 +164,17 @@ impl StreamFactory for TokioTcp {
     }
 
     fn dial(&mut self, addr: &str) -> Result<(), ConnectError> {
-        let target: SocketAddr =
-            addr.parse()
-                .map_err(|e: std::net::AddrParseError| ConnectError::BadAddress {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let target: SocketAddr = addr
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConnectError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         let timeout = self.dial_timeout;
         self.dialing = Some(Box::pin(async move {
             tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target))
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("dial timed out after {timeout:?}"),
-                    )
-                })?
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("dial timed out after {timeout:?}")))?
         }));
         Ok(())
     }

@@ -28,13 +28,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use slimebench_proto::{
-    AlignedBuf, Completion, CompletionKind, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey,
-    PostError, RegisterError, RemoteAddr, Transport, TransportAddr, TransportError, TransportKind,
-    WcStatus,
+    AlignedBuf, Completion, CompletionKind, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey, PostError,
+    RegisterError, RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,
 };
 
-use slimebench_proto::frame::{self, Frame, FrameError, Hello, RegionBounds, WriteHeader, FRAME_HEADER_LEN};
 use crate::stream::{ByteStream, StreamFactory};
+use slimebench_proto::frame::{self, Frame, FrameError, Hello, RegionBounds, WriteHeader, FRAME_HEADER_LEN};
 
 /// Limits of one transport. Every queue a peer can influence is bounded here.
 #[derive(Clone, Debug)]
@@ -242,10 +241,7 @@ impl<F: StreamFactory> FramedTransport<F> {
     fn fail_protocol(&mut self, e: FrameError) {
         self.stats.protocol_errors += 1;
         tracing::warn!(error = %e, "closing TCP link: peer sent an invalid frame");
-        self.fail(
-            WcStatus::Flushed,
-            format!("protocol violation by peer: {e}"),
-        );
+        self.fail(WcStatus::Flushed, format!("protocol violation by peer: {e}"));
     }
 
     fn fail_io(&mut self, what: &str, e: &io::Error) {
@@ -275,10 +271,7 @@ impl<F: StreamFactory> FramedTransport<F> {
             if let Some(d) = self.connect_deadline.as_mut() {
                 if d.as_mut().poll(cx).is_ready() {
                     let t = self.cfg.connect_timeout;
-                    self.fail(
-                        WcStatus::PeerGone,
-                        format!("peer did not connect within {t:?}"),
-                    );
+                    self.fail(WcStatus::PeerGone, format!("peer did not connect within {t:?}"));
                     return true;
                 }
             }
@@ -348,10 +341,7 @@ impl<F: StreamFactory> FramedTransport<F> {
                                 continue;
                             }
                             let verdict = match frame::decode(&c.hello) {
-                                Ok(Frame::Hello(h))
-                                    if h.from_endpoint == peer
-                                        && h.to_endpoint == self.endpoint_id =>
-                                {
+                                Ok(Frame::Hello(h)) if h.from_endpoint == peer && h.to_endpoint == self.endpoint_id => {
                                     Ok(())
                                 }
                                 Ok(Frame::Hello(h)) => Err(FrameError::WrongEndpoint {
@@ -407,10 +397,7 @@ impl<F: StreamFactory> FramedTransport<F> {
             match stream.poll_write_vectored(cx, &[IoSlice::new(&hello[*sent..])]) {
                 Poll::Pending => return false,
                 Poll::Ready(Ok(0)) => {
-                    self.fail(
-                        WcStatus::PeerGone,
-                        "connection closed while sending hello".into(),
-                    );
+                    self.fail(WcStatus::PeerGone, "connection closed while sending hello".into());
                     return true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -535,10 +522,7 @@ impl<F: StreamFactory> FramedTransport<F> {
 
     fn finish_payload_if_done(&mut self) {
         if let Rx::Payload {
-            remaining: 0,
-            len,
-            imm,
-            ..
+            remaining: 0, len, imm, ..
         } = self.rx
         {
             self.stats.frames_received += 1;
@@ -706,13 +690,7 @@ impl<F: StreamFactory> Transport for FramedTransport<F> {
         Ok(())
     }
 
-    fn post_write_imm(
-        &mut self,
-        wr_id: u64,
-        src: LocalSlice,
-        dst: RemoteAddr,
-        imm: u32,
-    ) -> Result<(), PostError> {
+    fn post_write_imm(&mut self, wr_id: u64, src: LocalSlice, dst: RemoteAddr, imm: u32) -> Result<(), PostError> {
         if let Some(f) = &self.failure {
             return Err(PostError::LinkDown(f.clone()));
         }
@@ -720,20 +698,14 @@ impl<F: StreamFactory> Transport for FramedTransport<F> {
             return Err(PostError::NotConnected);
         }
         if self.sq.len() >= self.cfg.send_queue_depth {
-            return Err(PostError::QueueFull {
-                depth: self.sq.len(),
-            });
+            return Err(PostError::QueueFull { depth: self.sq.len() });
         }
         let region = self
             .regions
             .get(src.mr.0 as usize)
             .ok_or(PostError::UnknownMr(src.mr))?;
         let region_len = region.buf.len();
-        if src
-            .offset
-            .checked_add(src.len)
-            .is_none_or(|end| end > region_len)
-        {
+        if src.offset.checked_add(src.len).is_none_or(|end| end > region_len) {
             return Err(PostError::BadLocalSlice {
                 mr: src.mr,
                 offset: src.offset,
@@ -786,8 +758,7 @@ impl<F: StreamFactory> Transport for FramedTransport<F> {
     fn busy_poll_helps(&self) -> bool {
         // A write the socket did not take at once, or a large payload still
         // arriving: the kernel is busy with this socket, let it work.
-        let receiving_bulk =
-            matches!(self.rx, Rx::Payload { remaining, .. } if remaining >= self.staging.len());
+        let receiving_bulk = matches!(self.rx, Rx::Payload { remaining, .. } if remaining >= self.staging.len());
         self.sq.is_empty() && !receiving_bulk
     }
 
