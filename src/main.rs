@@ -26,6 +26,21 @@ struct Cli {
 enum Cmd {
     /// Run the echo sweep (driver and worker in this process by default).
     Sweep(SweepArgs),
+    /// Deterministic fault-injection swarm on the simulator.
+    Sim {
+        /// Replay one seed (twice, checking the event-log hash) and describe it.
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
+        /// First seed of the swarm.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Replay every n-th seed and compare event-log hashes (0 = never).
+        #[arg(long, default_value_t = 10)]
+        replay_every: u64,
+    },
     /// Print the merged comparison table of the CSVs in DIR.
     Compare {
         /// Folder holding slime_rpc.csv, ray_rpc.csv, … (ours or foreign).
@@ -130,6 +145,22 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Compare { dir } => app::compare(&dir).map(|t| println!("{t}")),
+        Cmd::Sim {
+            seed,
+            seeds,
+            first_seed,
+            replay_every,
+        } => {
+            let cmd = match seed {
+                Some(s) => app::SimCommand::Seed(s),
+                None => app::SimCommand::Swarm {
+                    first: first_seed,
+                    count: seeds,
+                    replay_every,
+                },
+            };
+            app::sim(&cmd).map(|t| println!("{t}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,9 +97,12 @@ pub struct Scenario {
     pub call_timeout: Option<Duration>,
     pub actions: Vec<(Duration, Action)>,
     pub preload: Vec<Preload>,
-    /// Longest simulated time the run may take.
+    /// Longest simulated time the run (each phase) may take.
     pub limit: Duration,
     pub max_steps: u64,
+    /// After both nodes finished: heal every fault, wait for leases to
+    /// expire, then run a fresh worker and driver in the same world (phase 2).
+    pub heal_then_rerun: bool,
 }
 
 impl Scenario {
@@ -127,6 +130,7 @@ impl Scenario {
             preload: Vec::new(),
             limit: Duration::from_secs(300),
             max_steps: 200_000,
+            heal_then_rerun: false,
         }
     }
 
@@ -165,6 +169,9 @@ pub struct Outcome {
     pub store_faults: StoreFaultCounts,
     /// Connect attempts to endpoints that do not exist (stale info used).
     pub unknown_connects: u64,
+    /// Of those, connects to an endpoint whose owner had no live lease: info of
+    /// a dead incarnation was used (must be zero).
+    pub unleased_connects: u64,
     /// Incoming writes refused by validation.
     pub refused_writes: u64,
     /// All registered regions' guard zones were intact when freed.
@@ -175,6 +182,20 @@ pub struct Outcome {
     /// When the last scripted disturbance started.
     pub last_disturbance: Duration,
     pub end: Duration,
+    /// The healed re-run, when asked for.
+    pub phase2: Option<Phase>,
+}
+
+/// One phase's nodes, for the healed re-run.
+#[derive(Debug)]
+pub struct Phase {
+    pub driver: Result<DriverReport, NodeError>,
+    pub worker: Result<WorkerReport, NodeError>,
+    /// When the phase started and when each node finished (simulated time).
+    pub started: Duration,
+    pub driver_done: Option<Duration>,
+    pub worker_done: Option<Duration>,
+    pub leftover_keys: Vec<String>,
 }
 
 impl Outcome {
@@ -273,84 +294,88 @@ pub fn run(sc: &Scenario) -> Outcome {
     system.block_on(simulate(sc.clone()))
 }
 
-async fn simulate(sc: Scenario) -> Outcome {
-    let origin = Instant::now();
-    let log = EventLog::new();
-    let net = SimNet::new(sc.seed, sc.link.clone(), log.clone());
-    let store = SimStore::new(
-        MemoryStore::new(),
-        StoreFaults {
-            outages: Vec::new(),
-            latency: sc.store_latency,
-            hang: sc.store_hang.clone(),
-        },
-        log.clone(),
-    );
-    let keys = Keys::new(&sc.scope).expect("valid scope");
-    preload(&store, &keys, &sc.preload);
-    let audit = Rc::new(RefCell::new(TransportAudit::default()));
-    let worker_inc = net.random_u64() | 1;
-    let driver_inc = net.random_u64() | 1;
-    log.record(
-        0,
-        format_args!(
-            "sim start seed={} worker={worker_inc:#x} driver={driver_inc:#x}",
-            sc.seed
-        ),
-    );
+/// Shared pieces of one simulated world.
+struct World {
+    sc: Scenario,
+    origin: Instant,
+    log: EventLog,
+    net: SimNet,
+    store: Store,
+    keys: Keys,
+    audit: Rc<RefCell<TransportAudit>>,
+}
 
-    let setup = |alias: &str, incarnation: u64, geometry: Geometry| AgentSetup {
-        store: store.clone(),
-        keys: keys.clone(),
-        alias: alias.to_string(),
-        incarnation,
-        timing: sc.timing.clone(),
-        geometry,
-        spin: SpinPolicy::NONE,
-        poll_period: Duration::from_millis(200),
-        max_steps: Some(sc.max_steps),
-        call_timeout: sc.call_timeout,
-    };
-    let factory = |node: u64, endpoint: u64| -> crate::actors::TransportFactory<AuditedTransport> {
-        let net = net.clone();
-        let audit = audit.clone();
+type WorkerAddr = Rc<RefCell<Option<Addr<WorkerActor<AuditedTransport, Store>>>>>;
+type DriverAddr = Rc<RefCell<Option<Addr<DriverActor<AuditedTransport, Store>>>>>;
+
+/// Handles of one phase's nodes.
+struct Nodes {
+    worker: WorkerAddr,
+    driver: DriverAddr,
+    wrx: oneshot::Receiver<Result<WorkerReport, NodeError>>,
+    drx: oneshot::Receiver<Result<DriverReport, NodeError>>,
+    worker_inc: u64,
+    driver_inc: u64,
+}
+
+impl World {
+    fn setup(&self, alias: &str, incarnation: u64, geometry: Geometry) -> AgentSetup<Store> {
+        AgentSetup {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            alias: alias.to_string(),
+            incarnation,
+            timing: self.sc.timing.clone(),
+            geometry,
+            spin: SpinPolicy::NONE,
+            poll_period: Duration::from_millis(200),
+            max_steps: Some(self.sc.max_steps),
+            call_timeout: self.sc.call_timeout,
+        }
+    }
+
+    fn factory(&self, node: u64, endpoint: u64) -> crate::actors::TransportFactory<AuditedTransport> {
+        let net = self.net.clone();
+        let audit = self.audit.clone();
         Box::new(move || {
             Ok(AuditedTransport {
                 t: SimTransport::new(&net, node, endpoint, SimConfig::default()),
                 audit,
             })
         })
-    };
+    }
 
-    let worker_addr: Rc<RefCell<Option<Addr<WorkerActor<AuditedTransport, Store>>>>> = Rc::default();
-    let driver_addr: Rc<RefCell<Option<Addr<DriverActor<AuditedTransport, Store>>>>> = Rc::default();
-
-    // Worker.
-    let (wtx, wrx) = oneshot::channel();
-    {
-        let ws = setup("bench-worker", worker_inc, sc.worker_geometry);
-        let wf = factory(2, worker_inc);
-        let slot = worker_addr.clone();
-        let at = origin + sc.worker_start;
-        if sc.start_worker {
+    /// Start a worker and a driver at `at + their start offsets`.
+    fn start_nodes(&self, at: Instant, with_worker: bool) -> Nodes {
+        let worker_inc = self.net.random_u64() | 1;
+        let driver_inc = self.net.random_u64() | 1;
+        self.log.record(
+            self.now_ns(),
+            format_args!("sim nodes worker={worker_inc:#x} driver={driver_inc:#x}"),
+        );
+        let worker: WorkerAddr = Rc::default();
+        let driver: DriverAddr = Rc::default();
+        let (wtx, wrx) = oneshot::channel();
+        if with_worker {
+            let ws = self.setup("bench-worker", worker_inc, self.sc.worker_geometry);
+            let wf = self.factory(2, worker_inc);
+            let slot = worker.clone();
+            let t = at + self.sc.worker_start;
             tokio::task::spawn_local(async move {
-                tokio::time::sleep_until(at).await;
+                tokio::time::sleep_until(t).await;
                 *slot.borrow_mut() = Some(WorkerActor::new(ws, wf, wtx).start());
             });
         } else {
             let _ = wtx.send(Err(NodeError::Interrupted("no worker in this scenario".into())));
         }
-    }
-    // Driver.
-    let (dtx, drx) = oneshot::channel::<Result<DriverReport, NodeError>>();
-    {
-        let ds = setup("bench-driver", driver_inc, sc.driver_geometry);
-        let df = factory(1, driver_inc);
-        let slot = driver_addr.clone();
-        let at = origin + sc.driver_start;
-        let plan = sc.plan.clone();
+        let (dtx, drx) = oneshot::channel::<Result<DriverReport, NodeError>>();
+        let ds = self.setup("bench-driver", driver_inc, self.sc.driver_geometry);
+        let df = self.factory(1, driver_inc);
+        let slot = driver.clone();
+        let t = at + self.sc.driver_start;
+        let plan = self.sc.plan.clone();
         tokio::task::spawn_local(async move {
-            tokio::time::sleep_until(at).await;
+            tokio::time::sleep_until(t).await;
             let addr = DriverActor::new(ds, df).start();
             *slot.borrow_mut() = Some(addr.clone());
             let r = addr
@@ -367,14 +392,128 @@ async fn simulate(sc: Scenario) -> Outcome {
                 .unwrap_or(Err(NodeError::ActorGone("driver")));
             let _ = dtx.send(r);
         });
+        Nodes {
+            worker,
+            driver,
+            wrx,
+            drx,
+            worker_inc,
+            driver_inc,
+        }
     }
+
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Wait for both nodes (bounded by the scenario's limit from now).
+    async fn wait_nodes(&self, nodes: &mut Nodes) -> Phase {
+        let started = self.origin.elapsed();
+        let deadline = Instant::now() + self.sc.limit;
+        let (mut driver, mut worker) = (None, None);
+        let (mut driver_done, mut worker_done) = (None, None);
+        // A worker outlives its driver only as long as noticing the driver's
+        // end can take; then it is told to stop, as the embedded runner does
+        // (a worker listening for a driver that never came waits forever).
+        let grace =
+            self.sc.timing.lease + self.sc.timing.peer_check + self.sc.timing.op_timeout * 2 + Duration::from_secs(1);
+        let mut nudge_at: Option<Instant> = None;
+        while driver.is_none() || worker.is_none() {
+            let nudge = nudge_at.unwrap_or(deadline);
+            tokio::select! {
+                biased;
+                r = &mut nodes.drx, if driver.is_none() => {
+                    driver_done = Some(self.origin.elapsed());
+                    driver = Some(r.unwrap_or(Err(NodeError::ActorGone("driver"))));
+                    nudge_at = Some(Instant::now() + grace);
+                }
+                r = &mut nodes.wrx, if worker.is_none() => {
+                    worker_done = Some(self.origin.elapsed());
+                    worker = Some(r.unwrap_or(Err(NodeError::ActorGone("worker"))));
+                }
+                _ = tokio::time::sleep_until(nudge), if nudge_at.is_some() => {
+                    nudge_at = None;
+                    self.log.record(self.now_ns(), format_args!("sim worker outlived the driver by {grace:?}: shutdown"));
+                    if let Some(a) = nodes.worker.borrow().as_ref() {
+                        a.do_send(Shutdown);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let unfinished = || NodeError::Interrupted("did not finish within the simulation limit".into());
+        let driver = driver.unwrap_or_else(|| Err(unfinished()));
+        let worker = worker.unwrap_or_else(|| Err(unfinished()));
+        self.log.record(
+            self.now_ns(),
+            format_args!("sim phase end driver={} worker={}", short(&driver), short_w(&worker)),
+        );
+        // Stop whatever still runs so its transports are dropped and audited.
+        if let Some(a) = nodes.worker.borrow().as_ref() {
+            a.do_send(Abort);
+        }
+        if let Some(a) = nodes.driver.borrow().as_ref() {
+            a.do_send(Abort);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Phase {
+            driver,
+            worker,
+            started,
+            driver_done,
+            worker_done,
+            leftover_keys: self.store.inner().keys(&self.keys.scope_pattern()),
+        }
+    }
+}
+
+async fn simulate(sc: Scenario) -> Outcome {
+    let origin = Instant::now();
+    let log = EventLog::new();
+    let net = SimNet::new(sc.seed, sc.link.clone(), log.clone());
+    let store = SimStore::new(
+        MemoryStore::new(),
+        StoreFaults {
+            outages: Vec::new(),
+            latency: sc.store_latency,
+            hang: sc.store_hang.clone(),
+        },
+        log.clone(),
+    );
+    let keys = Keys::new(&sc.scope).expect("valid scope");
+    preload(&store, &keys, &sc.preload);
+    log.record(0, format_args!("sim start seed={}", sc.seed));
+    {
+        // Endpoint ids are incarnations here, so "is this endpoint's owner
+        // alive?" is "does a live lease in the scope hold that incarnation?".
+        let audit_store = store.clone();
+        let audit_keys = keys.clone();
+        net.set_lease_audit(move |incarnation| {
+            audit_store.inner().with_model(|m, now| {
+                m.keys_matching(now, &audit_keys.agent("*"))
+                    .iter()
+                    .any(|k| matches!(m.lease(now, k), slimebench_proto::store::AgentLookup::Present(r) if r.incarnation == incarnation))
+            })
+        });
+    }
+    let world = World {
+        sc: sc.clone(),
+        origin,
+        log: log.clone(),
+        net: net.clone(),
+        store: store.clone(),
+        keys,
+        audit: Rc::new(RefCell::new(TransportAudit::default())),
+    };
+    let mut nodes = world.start_nodes(origin, sc.start_worker);
+
     // Scripted actions.
     let mut last_disturbance = Duration::ZERO;
     for (t, action) in sc.actions.clone() {
         last_disturbance = last_disturbance.max(t);
         let (w, d, net, store, log) = (
-            worker_addr.clone(),
-            driver_addr.clone(),
+            nodes.worker.clone(),
+            nodes.driver.clone(),
             net.clone(),
             store.clone(),
             log.clone(),
@@ -416,65 +555,51 @@ async fn simulate(sc: Scenario) -> Outcome {
         });
     }
 
-    // Wait for both, bounded by the scenario's simulated-time limit.
-    let deadline = origin + sc.limit;
-    let (mut driver, mut worker) = (None, None);
-    let (mut driver_done, mut worker_done) = (None, None);
-    let mut drx = drx;
-    let mut wrx = wrx;
-    while driver.is_none() || worker.is_none() {
-        tokio::select! {
-            biased;
-            r = &mut drx, if driver.is_none() => {
-                driver_done = Some(origin.elapsed());
-                driver = Some(r.unwrap_or(Err(NodeError::ActorGone("driver"))));
-            }
-            r = &mut wrx, if worker.is_none() => {
-                worker_done = Some(origin.elapsed());
-                worker = Some(r.unwrap_or(Err(NodeError::ActorGone("worker"))));
-            }
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
+    let p1 = world.wait_nodes(&mut nodes).await;
+
+    let phase2 = if sc.heal_then_rerun {
+        // Heal: no faults from here on, and let phase 1's leases run out
+        // (a live-looking lease is a clear refusal, not something to take over).
+        net.faults_mut(|f| *f = f.healed());
+        store.faults_mut(|f| {
+            f.outages.clear();
+            f.hang.clear();
+        });
+        let quiet = Instant::now().max(origin + last_disturbance) + sc.timing.lease + Duration::from_secs(1);
+        tokio::time::sleep_until(quiet).await;
+        log.record(world.now_ns(), format_args!("sim healed"));
+        let mut again = world.start_nodes(Instant::now(), true);
+        Some(world.wait_nodes(&mut again).await)
+    } else {
+        None
+    };
+
     let end = origin.elapsed();
-    let driver = driver.unwrap_or(Err(NodeError::Interrupted(
-        "did not finish within the simulation limit".into(),
-    )));
-    let worker = worker.unwrap_or(Err(NodeError::Interrupted(
-        "did not finish within the simulation limit".into(),
-    )));
-    log.record(
-        end.as_nanos() as u64,
-        format_args!("sim end driver={} worker={}", short(&driver), short_w(&worker)),
-    );
-    // Stop whatever still runs so its transports are dropped and audited.
-    if let Some(a) = worker_addr.borrow().as_ref() {
-        a.do_send(Abort);
-    }
-    if let Some(a) = driver_addr.borrow().as_ref() {
-        a.do_send(Abort);
-    }
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let leftover_keys = store.inner().keys(&keys.scope_pattern());
-    let a = audit.borrow();
+    let a = world.audit.borrow();
     Outcome {
-        driver,
-        driver_done,
-        worker,
-        worker_done,
-        driver_incarnation: driver_inc,
-        worker_incarnation: worker_inc,
-        leftover_keys,
+        driver: p1.driver,
+        driver_done: p1.driver_done,
+        worker: p1.worker,
+        worker_done: p1.worker_done,
+        driver_incarnation: nodes.driver_inc,
+        worker_incarnation: nodes.worker_inc,
+        leftover_keys: p1.leftover_keys,
         faults: net.counts(),
         store_faults: store.counts(),
         unknown_connects: net.unknown_connects(),
+        unleased_connects: net.unleased_connects(),
         refused_writes: a.refused,
         guards_intact: a.guards_broken == 0,
         event_hash: log.hash(),
         events: log.events(),
-        log_tail: log.tail(60),
+        log_tail: log.tail(if std::env::var_os("SLIMEBENCH_SIM_FULL_LOG").is_some() {
+            4096
+        } else {
+            60
+        }),
         last_disturbance,
         end,
+        phase2,
     }
 }
 

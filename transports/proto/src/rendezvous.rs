@@ -798,7 +798,8 @@ impl Rendezvous {
         }
         match self.phase {
             Phase::Ready => self.go_down(reason),
-            _ if self.is_terminal() => {}
+            // Closing goes on (the peer is marked gone, so it is not notified).
+            _ if self.is_terminal() || self.is_closing() => {}
             _ => match self.role {
                 Role::Responder => self.back_to_listen(),
                 Role::Initiator { .. } => {
@@ -894,6 +895,14 @@ impl Rendezvous {
         let peer = t.alias.clone();
         let expected = t.incarnation;
         let live = match agent {
+            AgentLookup::Absent if matches!(self.role, Role::Responder) && expected.is_some() => {
+                // The requester's lease is gone: its request is stale; listen again.
+                self.note(Note::IgnoredNotification {
+                    detail: format!("connect_peer from {peer}, whose lease is gone"),
+                });
+                self.stats.stale_notifications += 1;
+                return self.back_to_listen();
+            }
             AgentLookup::Absent => {
                 return self.attempt_ended(now, NotYet::PeerNotRegistered { peer });
             }

@@ -691,3 +691,25 @@ fn restarted_responder_request_supersedes_old_one() {
     assert!(w.run_until(Duration::from_secs(2), |w| w.ready(d) && w.ready(s)));
     assert_eq!(w.connects(s), vec![11]);
 }
+
+#[test]
+fn peer_leaving_while_we_close_does_not_abort_the_close() {
+    // Found by the simulator swarm (seed 283): a cleanup event from the peer
+    // arriving while our own close retried a lost reply turned the machine
+    // into Failed, so Closed never came.
+    let mut w = World::new();
+    let (d, s) = pair(&mut w);
+    w.start(s);
+    w.start(d);
+    assert!(w.run_until(Duration::from_secs(1), |w| w.ready(d) && w.ready(s)));
+    w.sides[d].withhold_next = 1; // the driver's release reply is lost
+    w.sides[d].m.close(w.now);
+    w.sides[s].m.close(w.now);
+    assert!(w.run_until(Duration::from_secs(30), |w| w.sides[0].m.is_closed()
+        && w.sides[1].m.is_closed()));
+    assert!(
+        w.store.keys_matching(w.now, "t:*").is_empty(),
+        "{:?}",
+        w.store.keys_matching(w.now, "t:*")
+    );
+}

@@ -386,6 +386,12 @@ impl StoreModel {
         out
     }
 
+    /// The lease record under `key` at time `now`.
+    pub fn lease(&mut self, now: Duration, key: &str) -> AgentLookup {
+        self.purge(now);
+        self.agent(key)
+    }
+
     /// Live keys matching `pattern` (for tests and `SCAN`-like checks).
     pub fn keys_matching(&mut self, now: Duration, pattern: &str) -> Vec<String> {
         self.purge(now);

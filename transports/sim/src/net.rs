@@ -128,6 +128,10 @@ pub(crate) struct Net {
     pub log: EventLog,
     pub counts: FaultCounts,
     pub unknown_connects: u64,
+    /// Says whether an endpoint's owner holds a live lease (set by the harness).
+    pub lease_audit: Option<Box<dyn Fn(u64) -> bool>>,
+    /// Connects to a missing endpoint whose owner had no live lease.
+    pub unleased_connects: u64,
 }
 
 /// Handle to one simulated network (cheap to clone; single-threaded).
@@ -151,6 +155,8 @@ impl SimNet {
                 log,
                 counts: FaultCounts::default(),
                 unknown_connects: 0,
+                lease_audit: None,
+                unleased_connects: 0,
             })),
         }
     }
@@ -167,6 +173,17 @@ impl SimNet {
     /// Connect attempts to endpoints that do not exist (stale info).
     pub fn unknown_connects(&self) -> u64 {
         self.inner.borrow().unknown_connects
+    }
+
+    /// Connects to a missing endpoint whose owner had no live lease at the
+    /// time: info of a dead incarnation was used. Needs [`SimNet::set_lease_audit`].
+    pub fn unleased_connects(&self) -> u64 {
+        self.inner.borrow().unleased_connects
+    }
+
+    /// Install the check "does endpoint `id`'s owner hold a live lease now?".
+    pub fn set_lease_audit(&self, f: impl Fn(u64) -> bool + 'static) {
+        self.inner.borrow_mut().lease_audit = Some(Box::new(f));
     }
 
     /// Simulated nanoseconds since the network was made.

@@ -340,6 +340,13 @@ impl Transport for SimTransport {
         let t = n.now_ns();
         if !n.endpoints.get(endpoint_id).is_some_and(|e| e.alive) {
             n.unknown_connects += 1;
+            if n.lease_audit.as_ref().is_some_and(|f| !f(*endpoint_id)) {
+                n.unleased_connects += 1;
+                n.log.record(
+                    t,
+                    format_args!("net connect-unleased {:#x}->{endpoint_id:#x}", self.endpoint_id),
+                );
+            }
             n.log.record(
                 t,
                 format_args!("net connect-unknown {:#x}->{endpoint_id:#x}", self.endpoint_id),
