@@ -34,3 +34,6 @@ pub use transport::{
     RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,
 };
 pub use values::{ControlValue, EndpointInfo, Geometry, MailboxInfo, Notification};
+
+#[cfg(test)]
+mod proptests;
