@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use slimebench::app::{self, SweepConfig, TransportChoice};
+use slimebench::app::nodes::{DriverConfig, WorkerConfig};
+use slimebench::app::{self, AppError, NodeOptions, SweepConfig, TransportChoice};
 use slimebench::control::CtrlUrl;
 
 #[derive(Parser)]
@@ -24,8 +25,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the echo sweep (driver and worker in this process by default).
-    Sweep(SweepArgs),
+    /// Run the echo sweep (driver and worker in this process, or with
+    /// --ctrl redis://… a worker child process).
+    Sweep {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// Serve echo calls for drivers that meet it through the control plane.
+    Worker {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Agent name in the scope.
+        #[arg(long, default_value = "bench-worker")]
+        alias: String,
+        /// After a driver leaves, wait for the next one (until Ctrl-C).
+        #[arg(long)]
+        serve_forever: bool,
+    },
+    /// Run the sweep against a worker process.
+    Driver {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Agent name in the scope.
+        #[arg(long, default_value = "bench-driver")]
+        alias: String,
+        /// The worker's alias.
+        #[arg(long, default_value = "bench-worker")]
+        peer: String,
+    },
+    /// Print the merged comparison table of the CSVs in DIR.
+    Compare {
+        /// Folder holding slime_rpc.csv, ray_rpc.csv, … (ours or foreign).
+        dir: PathBuf,
+    },
     /// Deterministic fault-injection swarm on the simulator.
     Sim {
         /// Replay one seed (twice, checking the event-log hash) and describe it.
@@ -41,27 +77,69 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         replay_every: u64,
     },
-    /// Print the merged comparison table of the CSVs in DIR.
-    Compare {
-        /// Folder holding slime_rpc.csv, ray_rpc.csv, … (ours or foreign).
-        dir: PathBuf,
-    },
 }
 
+/// Flags every node takes.
 #[derive(clap::Args)]
-struct SweepArgs {
+struct NodeArgs {
     /// Data path backend.
     #[arg(long, value_enum, default_value = "auto", env = "TRANSPORT")]
     transport: TransportChoice,
-    /// Control plane: "memory" (embedded) or a redis:// URL.
+    /// Control plane: "memory" (embedded, one process) or a redis:// URL
+    /// (password and ACL user allowed: redis://user:pass@host:port/db).
     #[arg(long, default_value = "memory", env = "CTRL")]
     ctrl: CtrlUrl,
-    /// Run scope prefixing every control-plane key (default: fresh per run).
+    /// Run scope prefixing every control-plane key (sweep: fresh per run by default).
     #[arg(long, env = "SCOPE")]
     scope: Option<String>,
     /// Slot size in MiB (the largest message is this minus a 16-byte header).
     #[arg(long, default_value_t = 256, env = "BUF_MB")]
     buf_mb: u64,
+    /// Slots per mailbox = calls in flight (the original benchmark uses 1).
+    #[arg(long, default_value_t = 1)]
+    max_inflight: u32,
+    /// Busy-poll budget per wait in microseconds before sleeping (0 = never spin).
+    #[arg(long, default_value_t = 100)]
+    spin_us: u64,
+    /// Address the TCP listener binds to (0.0.0.0 for runs across hosts).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Host or IP the peer dials (default: the bind address; with 0.0.0.0,
+    /// the local address of the route to the control plane).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Lease TTL in ms: a peer that stops refreshing (killed) is gone after this.
+    #[arg(long, default_value_t = 3000)]
+    lease_ms: u64,
+    /// Lease refresh period in ms (at most half the lease).
+    #[arg(long, default_value_t = 750)]
+    heartbeat_ms: u64,
+    /// Longest wait for one reply, in seconds.
+    #[arg(long, default_value_t = 60)]
+    call_timeout_s: u64,
+}
+
+impl NodeArgs {
+    fn options(self) -> NodeOptions {
+        NodeOptions {
+            transport: self.transport,
+            ctrl: self.ctrl,
+            scope: self.scope,
+            buf_mb: self.buf_mb,
+            max_inflight: self.max_inflight,
+            spin: Duration::from_micros(self.spin_us),
+            bind: self.bind,
+            advertise: self.advertise,
+            lease: Duration::from_millis(self.lease_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            call_timeout: Duration::from_secs(self.call_timeout_s),
+        }
+    }
+}
+
+/// Flags of a sweep.
+#[derive(clap::Args)]
+struct SweepArgs {
     /// Largest payload size in MiB (sizes go 1KB, 4KB, … up to this).
     #[arg(long, default_value_t = 16, env = "MAX_SIZE_MB")]
     max_size_mb: u64,
@@ -71,18 +149,12 @@ struct SweepArgs {
     /// Untimed warm-up calls per size.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    /// Slots per mailbox = calls in flight (the original benchmark uses 1).
-    #[arg(long, default_value_t = 1)]
-    max_inflight: u32,
     /// Also run the floor: plain blocking TCP ping-pong, no actors (floor_rpc.csv).
     #[arg(long)]
     with_floor: bool,
     /// Where CSVs, summary.json and command.txt go (earlier results there are replaced).
     #[arg(long, default_value = "results/latest")]
     out_dir: PathBuf,
-    /// Busy-poll budget per wait in microseconds before sleeping (0 = never spin).
-    #[arg(long, default_value_t = 100)]
-    spin_us: u64,
     /// Compare every n-th reply with its request (the first of each size always).
     #[arg(long, default_value_t = 16)]
     check_every: usize,
@@ -90,12 +162,26 @@ struct SweepArgs {
     /// Python client (default: write it in place into registered memory).
     #[arg(long)]
     copy_in: bool,
-    /// Address the TCP listeners bind to.
-    #[arg(long, default_value = "127.0.0.1")]
-    bind: std::net::IpAddr,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+impl SweepArgs {
+    fn config(self, node: NodeOptions) -> SweepConfig {
+        SweepConfig {
+            node,
+            max_size_mb: self.max_size_mb,
+            iters: self.iters,
+            warmup: self.warmup,
+            with_floor: self.with_floor,
+            out_dir: self.out_dir,
+            check_every: self.check_every,
+            copy_in: self.copy_in,
+            command: std::env::args().collect(),
+            progress: !self.quiet,
+        }
+    }
 }
 
 fn init_tracing(verbose: u8) {
@@ -112,36 +198,67 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
+fn needs_shared_ctrl(node: &NodeOptions, what: &str) -> Result<(), AppError> {
+    match node.ctrl {
+        CtrlUrl::Memory => Err(AppError::Usage(format!(
+            "{what} meets its peer through a shared control plane: use --ctrl redis://host:port (see `just redis-up`)"
+        ))),
+        CtrlUrl::Redis(_) => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
+    app::mark_process_start();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.cmd {
-        Cmd::Sweep(a) => {
-            let cfg = SweepConfig {
-                transport: a.transport,
-                ctrl: a.ctrl,
-                scope: a.scope,
-                buf_mb: a.buf_mb,
-                max_size_mb: a.max_size_mb,
-                iters: a.iters,
-                warmup: a.warmup,
-                max_inflight: a.max_inflight,
-                with_floor: a.with_floor,
-                out_dir: a.out_dir,
-                spin: Duration::from_micros(a.spin_us),
-                check_every: a.check_every,
-                copy_in: a.copy_in,
-                bind: a.bind,
-                command: std::env::args().collect(),
-                progress: !a.quiet,
-            };
+        Cmd::Sweep { node, sweep } => {
+            let cfg = sweep.config(node.options());
             app::sweep(&cfg).map(|o| {
                 println!("{}", o.table);
                 eprintln!(
-                    "wrote {} (rendezvous {:.1} ms)",
+                    "wrote {} (connected {:.1} ms after process start)",
                     cfg.out_dir.display(),
-                    o.driver.rendezvous.as_secs_f64() * 1e3
+                    app::since_process_start(o.driver.connected_at).as_secs_f64() * 1e3
                 );
+            })
+        }
+        Cmd::Worker {
+            node,
+            alias,
+            serve_forever,
+        } => {
+            let node = node.options();
+            needs_shared_ctrl(&node, "worker").and_then(|()| {
+                app::nodes::worker(&WorkerConfig {
+                    node,
+                    alias,
+                    serve_forever,
+                })
+                .map(|_| ())
+            })
+        }
+        Cmd::Driver {
+            node,
+            sweep,
+            alias,
+            peer,
+        } => {
+            let node = node.options();
+            let cfg = DriverConfig {
+                sweep: sweep.config(node),
+                alias,
+                peer,
+            };
+            needs_shared_ctrl(&cfg.sweep.node, "driver").and_then(|()| {
+                app::nodes::driver(&cfg).map(|o| {
+                    println!("{}", o.table);
+                    eprintln!(
+                        "wrote {} (connected {:.1} ms after process start)",
+                        cfg.sweep.out_dir.display(),
+                        app::since_process_start(o.driver.connected_at).as_secs_f64() * 1e3
+                    );
+                })
             })
         }
         Cmd::Compare { dir } => app::compare(&dir).map(|t| println!("{t}")),

@@ -1,7 +1,7 @@
 //! The whole sweep through the actors: driver and worker on two threads,
 //! rendezvous over the embedded store, real TCP, every reply checked.
 
-use slimebench::app::{sweep, SweepConfig, TransportChoice};
+use slimebench::app::{sweep, NodeOptions, SweepConfig, TransportChoice};
 use slimebench::bench::csv::{read_csv, CSV_HEADER};
 use slimebench::bench::plan::{KIB, MIB};
 
@@ -9,7 +9,10 @@ use crate::util::scratch_dir;
 
 fn quick(tag: &str) -> SweepConfig {
     SweepConfig {
-        transport: TransportChoice::Tcp,
+        node: NodeOptions {
+            transport: TransportChoice::Tcp,
+            ..NodeOptions::default()
+        },
         iters: Some(3),
         warmup: 1,
         check_every: 1,
@@ -36,10 +39,11 @@ fn full_size_range_every_reply_checked_with_floor() {
         .iter()
         .all(|s| s.iters == 3 && s.p50_us > 0.0 && s.p50_us <= s.p99_us));
     // 8 sizes x (1 warm-up + 3 timed), each served once.
-    assert_eq!(out.worker.server.requests, 32);
-    assert_eq!(out.worker.server.bad_requests, 0);
+    let worker = out.worker.as_ref().expect("in-process worker");
+    assert_eq!(worker.server.requests, 32);
+    assert_eq!(worker.server.bad_requests, 0);
     assert_eq!(out.driver.client.stray_replies, 0);
-    assert!(out.driver.clean_exit && out.worker.clean_exit);
+    assert!(out.driver.clean_exit && worker.clean_exit);
     assert!(out.leftover_keys.is_empty(), "{:?}", out.leftover_keys);
 
     let csv = std::fs::read_to_string(cfg.out_dir.join("slime_rpc.csv")).unwrap();
@@ -59,12 +63,12 @@ fn full_size_range_every_reply_checked_with_floor() {
 
 #[test]
 fn copy_in_mode_and_sizes_over_the_slot_are_skipped() {
-    let cfg = SweepConfig {
-        buf_mb: 1,
+    let mut cfg = SweepConfig {
         max_size_mb: 4,
         copy_in: true,
         ..quick("skip")
     };
+    cfg.node.buf_mb = 1;
     let out = sweep(&cfg).unwrap();
     // A 1 MiB slot carries at most 1 MiB - 16 bytes.
     assert_eq!(out.skipped, vec![MIB, 4 * MIB]);
@@ -73,12 +77,12 @@ fn copy_in_mode_and_sizes_over_the_slot_are_skipped() {
 
 #[test]
 fn several_slots_in_flight_geometry_is_negotiated() {
-    let cfg = SweepConfig {
-        max_inflight: 4,
-        buf_mb: 1,
+    let mut cfg = SweepConfig {
         max_size_mb: 1,
         ..quick("slots")
     };
+    cfg.node.max_inflight = 4;
+    cfg.node.buf_mb = 1;
     let out = sweep(&cfg).unwrap();
     assert_eq!(out.slime.len(), 5);
 }
@@ -91,16 +95,12 @@ fn bad_settings_are_refused_before_anything_runs() {
     })
     .unwrap_err();
     assert_eq!(err.to_string(), "--max-size-mb must be at least 1");
-    let err = sweep(&SweepConfig {
-        transport: TransportChoice::Rdma,
-        ..quick("rdma")
-    })
-    .unwrap_err();
+    let mut cfg = quick("rdma");
+    cfg.node.transport = TransportChoice::Rdma;
+    let err = sweep(&cfg).unwrap_err();
     assert!(err.to_string().contains("no RDMA support"), "{err}");
-    let err = sweep(&SweepConfig {
-        scope: Some("bad scope!".into()),
-        ..quick("scope")
-    })
-    .unwrap_err();
+    let mut cfg = quick("scope");
+    cfg.node.scope = Some("bad scope!".into());
+    let err = sweep(&cfg).unwrap_err();
     assert!(err.to_string().contains("--scope"), "{err}");
 }

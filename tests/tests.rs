@@ -1,6 +1,7 @@
 //! The one integration-test binary; each module covers one area.
 
 mod cli;
+mod redis_nodes;
 mod redis_server;
 mod redis_store;
 mod rpc_tcp;

@@ -17,7 +17,7 @@ use crate::bench::stats::SizeStats;
 use crate::bench::sweep::run_sweep;
 use crate::control::{Agent, ControlStore};
 use crate::rpc::client::ClientStats;
-use crate::rpc::{Alarm, RpcClient, RpcError, Trip};
+use crate::rpc::{Alarm, RpcClient, Trip};
 
 /// What a finished sweep reports.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct DriverReport {
     pub peer: String,
     /// From agent start to a connected link.
     pub rendezvous: Duration,
+    /// When the link came up (tokio's clock: simulated under the simulator).
+    pub connected_at: Instant,
     pub client: ClientStats,
     /// Whether our keys were removed and the peer notified.
     pub clean_exit: bool,
@@ -141,18 +143,19 @@ pub async fn drive_sweep<T: Transport, S: ControlStore>(
         let stats = {
             let sweep = pin!(run_sweep(&mut client, &run.plan, &run.progress, run.options));
             let watch = pin!(agent.watch(&alarm));
-            sweep_while_watching(sweep, watch).await
+            sweep_while_watching(sweep, watch, peer.alias()).await
         };
-        Ok((stats?, rendezvous, peer.alias().to_string()))
+        Ok((stats?, rendezvous, started + rendezvous, peer.alias().to_string()))
     }
     .await;
     client.shutdown();
     let clean_exit = agent.close().await;
-    let (stats, rendezvous, peer) = result?;
+    let (stats, rendezvous, connected_at, peer) = result?;
     Ok(DriverReport {
         stats,
         peer,
         rendezvous,
+        connected_at,
         client: client.stats().clone(),
         clean_exit,
     })
@@ -163,12 +166,17 @@ pub async fn drive_sweep<T: Transport, S: ControlStore>(
 async fn sweep_while_watching<R, W>(
     mut sweep: std::pin::Pin<&mut impl Future<Output = Result<R, crate::bench::sweep::SweepError>>>,
     mut watch: std::pin::Pin<&mut impl Future<Output = W>>,
+    peer: &str,
 ) -> Result<R, NodeError> {
     let mut watching = true;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(r) = sweep.as_mut().poll(cx) {
             return std::task::Poll::Ready(r.map_err(|e| match e.rpc() {
-                Some(RpcError::PeerGone(why)) => NodeError::Rpc(RpcError::PeerGone(why.clone())),
+                // The session is over: say which peer it was with.
+                Some(rpc) if rpc.is_fatal() => NodeError::Peer {
+                    peer: peer.to_string(),
+                    error: rpc.clone(),
+                },
                 _ => NodeError::Sweep(e),
             }));
         }

@@ -73,6 +73,9 @@ pub enum NodeError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Sweep(#[from] SweepError),
+    /// The peer was lost mid-run (link down, left, lease expired, timeout).
+    #[error("lost peer {peer}: {error}")]
+    Peer { peer: String, error: RpcError },
     /// Asked to stop before finishing.
     #[error("interrupted: {0}")]
     Interrupted(String),

@@ -26,6 +26,12 @@ struct Shared {
     origin: Instant,
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStore")
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()

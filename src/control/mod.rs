@@ -12,8 +12,76 @@ pub mod redis;
 
 pub use agent::{Agent, ControlError};
 pub use memory::MemoryStore;
+pub use redis::{RedisConnectError, RedisOptions, RedisStore};
+
+use std::time::Duration;
+
+use slimebench_proto::{StoreFailure, StoreOp, StoreReply};
 
 pub use slimebench_proto::store::ControlStore;
+
+/// The control store a node runs on, chosen at run time.
+#[derive(Clone, Debug)]
+pub enum CtrlStore {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl CtrlStore {
+    /// Open the store `url` names (Redis: bounded connect retries).
+    ///
+    /// # Errors
+    /// [`RedisConnectError`] naming the (redacted) URL.
+    pub async fn open(url: &CtrlUrl, opts: RedisOptions) -> Result<CtrlStore, RedisConnectError> {
+        match url {
+            CtrlUrl::Memory => Ok(CtrlStore::Memory(MemoryStore::new())),
+            CtrlUrl::Redis(u) => Ok(CtrlStore::Redis(RedisStore::connect(u, opts).await?)),
+        }
+    }
+}
+
+impl CtrlStore {
+    /// Keys matching `pattern` (a trailing-`*` glob).
+    ///
+    /// # Errors
+    /// [`StoreFailure`] when the store cannot be reached.
+    pub async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreFailure> {
+        match self {
+            CtrlStore::Memory(s) => Ok(s.keys(pattern)),
+            CtrlStore::Redis(s) => s.keys(pattern).await,
+        }
+    }
+}
+
+impl ControlStore for CtrlStore {
+    async fn exec(&self, op: &StoreOp) -> Result<StoreReply, StoreFailure> {
+        match self {
+            CtrlStore::Memory(s) => s.exec(op).await,
+            CtrlStore::Redis(s) => s.exec(op).await,
+        }
+    }
+
+    async fn read_notifications(
+        &self,
+        stream_key: &str,
+        inbox_key: &str,
+        cursor: &mut u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Vec<u8>>, StoreFailure> {
+        match self {
+            CtrlStore::Memory(s) => s.read_notifications(stream_key, inbox_key, cursor, max, wait).await,
+            CtrlStore::Redis(s) => s.read_notifications(stream_key, inbox_key, cursor, max, wait).await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CtrlStore::Memory(s) => s.describe(),
+            CtrlStore::Redis(s) => s.describe(),
+        }
+    }
+}
 
 /// A parsed `--ctrl` value.
 #[derive(Clone, Debug, PartialEq, Eq)]

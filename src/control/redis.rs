@@ -729,40 +729,61 @@ impl RedisStore {
                 count += n;
                 continue;
             };
-            let pattern = format!("{}*", escape_glob(prefix));
-            let mut cursor: u64 = 0;
-            let mut finished = false;
-            for _ in 0..MAX_SCAN_ROUNDS {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
+            for batch in self.scan_prefix(prefix).await?.chunks(SCAN_COUNT) {
+                let n: usize = redis::cmd("UNLINK")
+                    .arg(batch)
                     .query_async(&mut conn)
                     .await
                     .map_err(failure)?;
-                for batch in keys.chunks(SCAN_COUNT) {
-                    let n: usize = redis::cmd("UNLINK")
-                        .arg(batch)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(failure)?;
-                    count += n;
-                }
-                if next == 0 {
-                    finished = true;
-                    break;
-                }
-                cursor = next;
-            }
-            if !finished {
-                return Err(StoreFailure::Unexpected(format!(
-                    "SCAN of {pattern:?} did not finish after {MAX_SCAN_ROUNDS} rounds"
-                )));
+                count += n;
             }
         }
         Ok(count)
+    }
+
+    /// Every key starting with `prefix` (SCAN, never KEYS; bounded rounds).
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreFailure> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        for _ in 0..MAX_SCAN_ROUNDS {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(failure)?;
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+        Err(StoreFailure::Unexpected(format!(
+            "SCAN of {pattern:?} did not finish after {MAX_SCAN_ROUNDS} rounds"
+        )))
+    }
+
+    /// Keys matching `pattern` (a trailing-`*` glob, as [`slimebench_proto::Keys`]
+    /// makes), via SCAN: e.g. to check a run left its scope empty.
+    ///
+    /// # Errors
+    /// [`StoreFailure`] when Redis cannot be reached.
+    pub async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreFailure> {
+        let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
+        let mut keys: Vec<String> = self
+            .scan_prefix(prefix)
+            .await?
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// One look at the stream and the inbox.

@@ -1,0 +1,80 @@
+//! `slimebench sim`: the deterministic simulator from the command line.
+
+use super::AppError;
+use crate::actors::NodeError;
+
+/// What `slimebench sim` does.
+#[derive(Clone, Debug)]
+pub enum SimCommand {
+    /// Replay one seed (twice, comparing event-log hashes) and describe it.
+    Seed(u64),
+    /// Seeds `first..first + count`, replaying every `replay_every`-th.
+    Swarm { first: u64, count: u64, replay_every: u64 },
+}
+
+/// Run the deterministic simulator. Returns the report to print.
+///
+/// # Errors
+/// [`AppError::Usage`] carrying the report when an invariant was violated.
+pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
+    use crate::sim::swarm::{check_seed, run_swarm};
+    match *cmd {
+        SimCommand::Seed(seed) => {
+            let rep = check_seed(seed).map_err(|v| AppError::Usage(v.to_string()))?;
+            let again = crate::sim::run(&crate::sim::swarm::scenario_for_seed(seed).0);
+            let o = &rep.outcome;
+            if again.event_hash != o.event_hash {
+                return Err(AppError::Usage(format!(
+                    "seed {seed}: replay diverged (event-log hash {:#x} then {:#x})",
+                    o.event_hash, again.event_hash
+                )));
+            }
+            let p2 = o.phase2.as_ref();
+            Ok(format!(
+                "seed {seed}: ok, {} invariant checks, replayed with the same event-log hash {:#x} ({} events)\n\
+                 phase 1 (faults): driver {} | worker {}\n\
+                 phase 2 (healed): driver {} | worker {}\n\
+                 faults: {:?}, store {:?}, plan {:?}\n\
+                 simulated {:.1} s",
+                rep.checks + 1,
+                o.event_hash,
+                o.events,
+                describe(&o.driver),
+                describe(&o.worker),
+                p2.map_or("-".into(), |p| describe(&p.driver)),
+                p2.map_or("-".into(), |p| describe(&p.worker)),
+                o.faults,
+                o.store_faults,
+                rep.plan,
+                o.end.as_secs_f64(),
+            ))
+        }
+        SimCommand::Swarm {
+            first,
+            count,
+            replay_every,
+        } => {
+            let summary = run_swarm(first, count, replay_every, |r| {
+                if let Err(v) = r {
+                    eprintln!("{v}");
+                }
+            });
+            if summary.violations.is_empty() {
+                Ok(summary.to_string())
+            } else {
+                let seeds: Vec<String> = summary.violations.iter().map(|v| v.seed.to_string()).collect();
+                Err(AppError::Usage(format!(
+                    "{summary}\nfailing seeds: {} (replay one: slimebench sim --seed N)",
+                    seeds.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+fn describe<T: std::fmt::Debug>(r: &Result<T, NodeError>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}

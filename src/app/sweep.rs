@@ -1,0 +1,328 @@
+//! `slimebench sweep`: the whole benchmark in one command.
+//!
+//! With the embedded store (`--ctrl memory`, the default) the driver and the
+//! worker are actors on two threads of this process. With `--ctrl redis://…`
+//! the worker runs as a child process of this same binary (`slimebench
+//! worker`), which is reaped whatever happens, and the two meet through Redis.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::{Actor, Arbiter};
+use tokio::sync::oneshot;
+
+use super::nodes::{run_driver, scope_keys, ChildWorker};
+use super::{
+    clear_outputs, fresh_id, interrupted, select_transport, shell_words, tcp_factory, write_system, AppError,
+    NodeOptions,
+};
+use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
+use crate::bench::plan::{human_size, SweepPlan, MIB};
+use crate::bench::progress::Progress;
+use crate::bench::stats::SizeStats;
+use crate::bench::summary::{hostname, now_unix_ms, write_summary, RunMeta, Summary};
+use crate::bench::sweep::SweepOptions;
+use crate::bench::table::System;
+use crate::control::{CtrlStore, CtrlUrl};
+
+/// Everything `slimebench sweep` (and `slimebench driver`) needs.
+#[derive(Clone, Debug)]
+pub struct SweepConfig {
+    pub node: NodeOptions,
+    pub max_size_mb: u64,
+    pub iters: Option<usize>,
+    pub warmup: usize,
+    pub with_floor: bool,
+    pub out_dir: PathBuf,
+    pub check_every: usize,
+    /// Copy each payload into the send slot per call (the original's way)
+    /// instead of writing it in place.
+    pub copy_in: bool,
+    /// The command line, recorded in the summary.
+    pub command: Vec<String>,
+    pub progress: bool,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            node: NodeOptions::default(),
+            max_size_mb: 16,
+            iters: None,
+            warmup: crate::bench::plan::WARMUP,
+            with_floor: false,
+            out_dir: PathBuf::from("results/latest"),
+            check_every: 16,
+            copy_in: false,
+            command: Vec::new(),
+            progress: true,
+        }
+    }
+}
+
+impl SweepConfig {
+    /// Validate and build the plan; prints skipped sizes.
+    ///
+    /// # Errors
+    /// [`AppError::Usage`].
+    pub(super) fn plan(&self) -> Result<(SweepPlan, Vec<usize>), AppError> {
+        self.node.validate()?;
+        if self.max_size_mb == 0 {
+            return Err(AppError::Usage("--max-size-mb must be at least 1".into()));
+        }
+        if self.iters == Some(0) {
+            return Err(AppError::Usage("--iters must be at least 1".into()));
+        }
+        let geometry = self.node.geometry();
+        let full = SweepPlan::new((self.max_size_mb as usize).saturating_mul(MIB), self.warmup, self.iters);
+        let (plan, skipped) = full.split_by_limit(geometry.max_payload() as usize);
+        for s in &skipped {
+            eprintln!(
+                "skipping {}: larger than a slot ({} bytes = --buf-mb {} minus the 16-byte header); raise --buf-mb",
+                human_size(*s),
+                geometry.max_payload(),
+                self.node.buf_mb
+            );
+        }
+        if plan.sizes.is_empty() {
+            return Err(AppError::Usage(
+                "no payload size fits: raise --max-size-mb or --buf-mb".into(),
+            ));
+        }
+        Ok((plan, skipped))
+    }
+
+    pub(super) fn options(&self) -> SweepOptions {
+        SweepOptions {
+            check_every: self.check_every,
+            copy_in: self.copy_in,
+        }
+    }
+
+    pub(super) fn progress_bar(&self, calls: u64) -> Progress {
+        if self.progress {
+            Progress::new(calls)
+        } else {
+            Progress::hidden()
+        }
+    }
+}
+
+/// What a sweep produced.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    pub slime: Vec<SizeStats>,
+    pub floor: Option<Vec<SizeStats>>,
+    pub skipped: Vec<usize>,
+    pub driver: DriverReport,
+    /// The worker's report when it ran in this process.
+    pub worker: Option<WorkerReport>,
+    pub transport: String,
+    pub scope: String,
+    pub table: String,
+    /// Control-plane keys left in the run's scope (should be none).
+    pub leftover_keys: Vec<String>,
+}
+
+/// Run the sweep and write the CSVs, the summary and the table.
+///
+/// # Errors
+/// [`AppError`] with a one-line explanation.
+pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
+    let (plan, skipped) = cfg.plan()?;
+    let (transport, why) = select_transport(cfg.node.transport)?;
+    eprintln!("{why}");
+    let scope = cfg
+        .node
+        .scope
+        .clone()
+        .unwrap_or_else(|| format!("sweep-{:x}", fresh_id() >> 16));
+    let keys = cfg.node.keys(&scope)?;
+    clear_outputs(&cfg.out_dir)?;
+    let progress = cfg.progress_bar(plan.total_calls());
+    let run = RunSweep {
+        peer: "bench-worker".into(),
+        plan: plan.clone(),
+        progress: progress.clone(),
+        options: cfg.options(),
+    };
+    let (driver, worker, leftover_keys) = match &cfg.node.ctrl {
+        CtrlUrl::Memory => run_embedded(&cfg.node, &keys, run)?,
+        CtrlUrl::Redis(_) => {
+            let mut child = ChildWorker::spawn(&cfg.node, &scope)?;
+            let r = run_driver(&cfg.node, &keys, "bench-driver", run);
+            let exit = child.finish(Duration::from_secs(15));
+            let driver = r?;
+            if let Err(e) = exit {
+                eprintln!("warning: {e}");
+            }
+            // Both sides have left: the scope must be empty now.
+            (driver, None, scope_keys(&cfg.node.ctrl, &scope)?)
+        }
+    };
+    progress.finish();
+    if !leftover_keys.is_empty() {
+        eprintln!("warning: keys left in scope {scope}: {leftover_keys:?}");
+    }
+    let floor = if cfg.with_floor {
+        let p = cfg.progress_bar(plan.total_calls());
+        let r = crate::bench::floor::run_floor(&plan, &p).map_err(|e| AppError::Output {
+            what: "floor baseline".into(),
+            detail: e.to_string(),
+        })?;
+        p.finish();
+        Some(r)
+    } else {
+        None
+    };
+    let table = write_outputs(
+        cfg,
+        &plan,
+        &skipped,
+        transport,
+        &scope,
+        &driver,
+        worker.as_ref(),
+        floor.as_deref(),
+    )?;
+    Ok(SweepOutcome {
+        slime: driver.stats.clone(),
+        floor,
+        skipped,
+        driver,
+        worker,
+        transport: transport.into(),
+        scope,
+        table,
+        leftover_keys,
+    })
+}
+
+/// CSVs, summary.json, command.txt; returns the comparison table.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_outputs(
+    cfg: &SweepConfig,
+    plan: &SweepPlan,
+    skipped: &[usize],
+    transport: &str,
+    scope: &str,
+    driver: &DriverReport,
+    worker: Option<&WorkerReport>,
+    floor: Option<&[SizeStats]>,
+) -> Result<String, AppError> {
+    write_system(&cfg.out_dir, System::Slime, &driver.stats)?;
+    if let Some(f) = floor {
+        write_system(&cfg.out_dir, System::Floor, f)?;
+    }
+    let mut systems = std::collections::BTreeMap::new();
+    systems.insert("slime".to_string(), driver.stats.clone());
+    if let Some(f) = floor {
+        systems.insert("floor".to_string(), f.to_vec());
+    }
+    let mut notes = vec![
+        format!("rendezvous took {:.1} ms", driver.rendezvous.as_secs_f64() * 1e3),
+        format!(
+            "connected {:.1} ms after process start",
+            super::since_process_start(driver.connected_at).as_secs_f64() * 1e3
+        ),
+        format!("driver exit clean: {}", driver.clean_exit),
+    ];
+    if let Some(w) = worker {
+        notes.push(format!(
+            "worker exit clean: {}, worker served {} requests",
+            w.clean_exit, w.server.requests
+        ));
+    }
+    let n = &cfg.node;
+    let summary = Summary {
+        meta: RunMeta {
+            tool: "slimebench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_sha: option_env!("SLIMEBENCH_GIT_SHA").unwrap_or("unknown").into(),
+            host: hostname(),
+            started_unix_ms: now_unix_ms(),
+            command: cfg.command.clone(),
+            transport: transport.into(),
+            ctrl: n.ctrl.to_string(),
+            flags: serde_json::json!({
+                "buf_mb": n.buf_mb,
+                "max_size_mb": cfg.max_size_mb,
+                "iters": cfg.iters,
+                "warmup": cfg.warmup,
+                "max_inflight": n.max_inflight,
+                "spin_us": n.spin.as_micros() as u64,
+                "check_every": cfg.check_every,
+                "copy_in": cfg.copy_in,
+                "with_floor": cfg.with_floor,
+                "scope": scope,
+                "lease_ms": n.lease.as_millis() as u64,
+                "heartbeat_ms": n.heartbeat.as_millis() as u64,
+            }),
+            notes,
+        },
+        plan: plan.clone(),
+        skipped_sizes: skipped.to_vec(),
+        systems,
+    };
+    write_summary(&cfg.out_dir.join("summary.json"), &summary).map_err(|e| AppError::Output {
+        what: "summary.json".into(),
+        detail: e.to_string(),
+    })?;
+    if !cfg.command.is_empty() {
+        let _ = std::fs::write(cfg.out_dir.join("command.txt"), shell_words(&cfg.command) + "\n");
+    }
+    super::compare(&cfg.out_dir)
+}
+
+/// Driver and worker actors on two threads of one actix system, meeting
+/// through the embedded store. Ctrl-C shuts both down cleanly.
+fn run_embedded(
+    node: &NodeOptions,
+    keys: &slimebench_proto::Keys,
+    run: RunSweep,
+) -> Result<(DriverReport, Option<WorkerReport>, Vec<String>), AppError> {
+    let store = crate::control::MemoryStore::new();
+    let driver_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-driver");
+    let worker_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-worker");
+    let slot = node.geometry().slot_size;
+    let driver_factory = tcp_factory(node.bind, node.advertise_host(), slot);
+    let worker_factory = tcp_factory(node.bind, node.advertise_host(), slot);
+    let system = actix::System::new();
+    let (report, worker_report) = system.block_on(async move {
+        let worker_thread = Arbiter::new();
+        let (done_tx, done_rx) = oneshot::channel();
+        let worker = WorkerActor::start_in_arbiter(&worker_thread.handle(), move |_| {
+            WorkerActor::new(worker_setup, Box::new(worker_factory), done_tx)
+        });
+        let driver = DriverActor::new(driver_setup, Box::new(driver_factory)).start();
+        let sweep = driver.send(run);
+        tokio::pin!(sweep);
+        let report = tokio::select! {
+            r = &mut sweep => r,
+            _ = interrupted() => {
+                eprintln!("interrupted: shutting down");
+                driver.do_send(Shutdown);
+                worker.do_send(Shutdown);
+                sweep.await
+            }
+        };
+        let report = report.unwrap_or(Err(NodeError::ActorGone("driver")));
+        // The worker ends when the driver's cleanup reaches it (or its link
+        // closes); bounded in case the driver never got that far.
+        let worker_report = match tokio::time::timeout(Duration::from_secs(15), done_rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(NodeError::ActorGone("worker")),
+            Err(_) => {
+                worker.do_send(Shutdown);
+                Err(NodeError::Interrupted(
+                    "worker did not finish within 15 s of the driver".into(),
+                ))
+            }
+        };
+        worker_thread.stop();
+        (report, worker_report)
+    });
+    let driver = report.map_err(AppError::Driver)?;
+    let worker = worker_report.map_err(AppError::Worker)?;
+    Ok((driver, Some(worker), store.keys(&keys.scope_pattern())))
+}
