@@ -314,3 +314,48 @@ fn sweep_with_redis_runs_and_reaps_its_worker_child() {
     assert!(out_dir.join("slime_rpc.csv").exists());
     assert_eq!(scope_keys(&url, "child"), Vec::<String>::new());
 }
+
+#[test]
+fn redis_restarted_mid_run_ends_in_a_clear_outcome_not_a_hang() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let w = worker(&url, "rr", &[]);
+    let d = long_driver(&url, "rr");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Restarted empty (no persistence): every lease and key is gone.
+    redis.restart();
+    let restarted = Instant::now();
+    let d = wait(d, Duration::from_secs(30), "driver");
+    let w = wait(w, Duration::from_secs(30), "worker");
+    let (derr, werr) = (text(&d.stderr), text(&w.stderr));
+    // Either side may notice first (its own lease gone, or the peer's); the
+    // other then sees the link close. Both end, and the cause is named.
+    assert!(!d.status.success(), "the long sweep cannot have finished: {derr}");
+    assert!(derr.contains("bench-worker"), "driver names its peer: {derr}");
+    assert!(derr.contains("lease") || werr.contains("lease"), "driver: {derr}\nworker: {werr}");
+    assert!(restarted.elapsed() < Duration::from_secs(10), "took {:?}", restarted.elapsed());
+}
+
+#[test]
+fn a_frozen_worker_is_detected_by_its_lease_expiring() {
+    // SIGSTOP: the worker's sockets stay open (no EOF for TCP to report) and
+    // its heartbeats stop — like a hung process or an unreachable host. Only
+    // the lease can tell.
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let mut w = worker(&url, "frozen", &[]);
+    let d = long_driver(&url, "frozen");
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(w.id() as i32, libc::SIGSTOP) };
+    let frozen = Instant::now();
+    let out = wait(d, Duration::from_secs(30), "driver");
+    let noticed = frozen.elapsed();
+    let _ = w.kill();
+    let _ = w.wait();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("lost peer bench-worker") && err.contains("lease of peer bench-worker expired"), "{err}");
+    // Lease 1 s + peer check 250 ms + process exit; well under two leases.
+    assert!(noticed < Duration::from_millis(2000), "noticed after {noticed:?}");
+    eprintln!("frozen worker noticed after {noticed:?}");
+}

@@ -238,7 +238,10 @@ impl fmt::Display for DownReason {
             DownReason::PeerCleanup { peer } => write!(f, "peer {peer} sent a cleanup event"),
             DownReason::PeerLeaseExpired { peer } => write!(f, "lease of peer {peer} expired"),
             DownReason::PeerRestarted { peer } => write!(f, "peer {peer} restarted"),
-            DownReason::OwnLeaseLost => write!(f, "own lease lost"),
+            DownReason::OwnLeaseLost => write!(
+                f,
+                "our lease was lost: the control plane was unreachable for longer than the lease, or restarted empty"
+            ),
         }
     }
 }
