@@ -1,5 +1,6 @@
 //! The one integration-test binary; each module covers one area.
 
+mod baselines;
 mod cli;
 mod redis_nodes;
 mod redis_server;

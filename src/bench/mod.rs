@@ -1,7 +1,9 @@
 //! Sweep plan, statistics, CSV, comparison table, summary, floor baseline.
+pub mod baselines;
 pub mod csv;
 pub mod floor;
 pub mod plan;
+pub mod plot;
 pub mod progress;
 pub mod stats;
 pub mod summary;
