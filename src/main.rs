@@ -152,6 +152,9 @@ struct SweepArgs {
     /// Also run the floor: plain blocking TCP ping-pong, no actors (floor_rpc.csv).
     #[arg(long)]
     with_floor: bool,
+    /// Also run the actix in-process echo, a lower bound for actor runtimes (actix_rpc.csv).
+    #[arg(long)]
+    with_actix: bool,
     /// Where CSVs, summary.json and command.txt go (earlier results there are replaced).
     #[arg(long, default_value = "results/latest")]
     out_dir: PathBuf,
@@ -175,6 +178,7 @@ impl SweepArgs {
             iters: self.iters,
             warmup: self.warmup,
             with_floor: self.with_floor,
+            with_actix: self.with_actix,
             out_dir: self.out_dir,
             check_every: self.check_every,
             copy_in: self.copy_in,

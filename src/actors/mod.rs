@@ -8,6 +8,7 @@
 //! [`crate::rpc`]; sequencing lives in the node bodies.
 
 pub mod driver;
+pub mod echo;
 pub mod worker;
 
 pub use driver::{DriverActor, DriverReport, RunSweep};

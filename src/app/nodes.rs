@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use tokio::sync::oneshot;
 
-use super::sweep::{write_outputs, SweepConfig, SweepOutcome};
+use super::sweep::{run_local_baselines, write_outputs, SweepConfig, SweepOutcome};
 use super::{clear_outputs, interrupted, open_store, select_transport, tcp_factory, AppError, NodeOptions};
 use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
 use crate::control::{CtrlStore, CtrlUrl};
@@ -122,10 +122,12 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
     let report = run_driver(&s.node, &keys, &cfg.alias, run);
     progress.finish();
     let driver = report?;
-    let table = write_outputs(s, &plan, &skipped, transport, &scope, &driver, None, None)?;
+    let baselines = run_local_baselines(s, &plan)?;
+    let table = write_outputs(s, &plan, &skipped, transport, &scope, &driver, None, &baselines)?;
     Ok(SweepOutcome {
         slime: driver.stats.clone(),
-        floor: None,
+        floor: baselines.floor,
+        actix: baselines.actix,
         skipped,
         driver,
         worker: None,

@@ -33,6 +33,8 @@ pub struct SweepConfig {
     pub iters: Option<usize>,
     pub warmup: usize,
     pub with_floor: bool,
+    /// Also run the actix in-process echo baseline (actix_rpc.csv).
+    pub with_actix: bool,
     pub out_dir: PathBuf,
     pub check_every: usize,
     /// Copy each payload into the send slot per call (the original's way)
@@ -51,6 +53,7 @@ impl Default for SweepConfig {
             iters: None,
             warmup: crate::bench::plan::WARMUP,
             with_floor: false,
+            with_actix: false,
             out_dir: PathBuf::from("results/latest"),
             check_every: 16,
             copy_in: false,
@@ -113,6 +116,7 @@ impl SweepConfig {
 pub struct SweepOutcome {
     pub slime: Vec<SizeStats>,
     pub floor: Option<Vec<SizeStats>>,
+    pub actix: Option<Vec<SizeStats>>,
     pub skipped: Vec<usize>,
     pub driver: DriverReport,
     /// The worker's report when it ran in this process.
@@ -164,17 +168,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     if !leftover_keys.is_empty() {
         eprintln!("warning: keys left in scope {scope}: {leftover_keys:?}");
     }
-    let floor = if cfg.with_floor {
-        let p = cfg.progress_bar(plan.total_calls());
-        let r = crate::bench::floor::run_floor(&plan, &p).map_err(|e| AppError::Output {
-            what: "floor baseline".into(),
-            detail: e.to_string(),
-        })?;
-        p.finish();
-        Some(r)
-    } else {
-        None
-    };
+    let baselines = run_local_baselines(cfg, &plan)?;
     let table = write_outputs(
         cfg,
         &plan,
@@ -183,11 +177,12 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         &scope,
         &driver,
         worker.as_ref(),
-        floor.as_deref(),
+        &baselines,
     )?;
     Ok(SweepOutcome {
         slime: driver.stats.clone(),
-        floor,
+        floor: baselines.floor,
+        actix: baselines.actix,
         skipped,
         driver,
         worker,
@@ -196,6 +191,38 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         table,
         leftover_keys,
     })
+}
+
+/// Results of the baselines run beside ours.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Baselines {
+    pub floor: Option<Vec<SizeStats>>,
+    pub actix: Option<Vec<SizeStats>>,
+}
+
+/// The baselines that run inside this process (after ours, one at a time so
+/// they do not compete for the two cores).
+pub(super) fn run_local_baselines(cfg: &SweepConfig, plan: &SweepPlan) -> Result<Baselines, AppError> {
+    let mut b = Baselines::default();
+    if cfg.with_floor {
+        let p = cfg.progress_bar(plan.total_calls());
+        let r = crate::bench::floor::run_floor(plan, &p).map_err(|e| AppError::Output {
+            what: "floor baseline".into(),
+            detail: e.to_string(),
+        })?;
+        p.finish();
+        b.floor = Some(r);
+    }
+    if cfg.with_actix {
+        let p = cfg.progress_bar(plan.total_calls());
+        let r = crate::bench::actix_echo::run_actix_echo(plan, &p, cfg.check_every).map_err(|e| AppError::Output {
+            what: "actix baseline".into(),
+            detail: e.to_string(),
+        })?;
+        p.finish();
+        b.actix = Some(r);
+    }
+    Ok(b)
 }
 
 /// CSVs, summary.json, command.txt; returns the comparison table.
@@ -208,16 +235,18 @@ pub(super) fn write_outputs(
     scope: &str,
     driver: &DriverReport,
     worker: Option<&WorkerReport>,
-    floor: Option<&[SizeStats]>,
+    baselines: &Baselines,
 ) -> Result<String, AppError> {
-    write_system(&cfg.out_dir, System::Slime, &driver.stats)?;
-    if let Some(f) = floor {
-        write_system(&cfg.out_dir, System::Floor, f)?;
-    }
     let mut systems = std::collections::BTreeMap::new();
-    systems.insert("slime".to_string(), driver.stats.clone());
-    if let Some(f) = floor {
-        systems.insert("floor".to_string(), f.to_vec());
+    for (system, name, stats) in [
+        (System::Slime, "slime", Some(&driver.stats)),
+        (System::Floor, "floor", baselines.floor.as_ref()),
+        (System::Actix, "actix", baselines.actix.as_ref()),
+    ] {
+        if let Some(stats) = stats {
+            write_system(&cfg.out_dir, system, stats)?;
+            systems.insert(name.to_string(), stats.clone());
+        }
     }
     let mut notes = vec![
         format!("rendezvous took {:.1} ms", driver.rendezvous.as_secs_f64() * 1e3),
@@ -254,6 +283,7 @@ pub(super) fn write_outputs(
                 "check_every": cfg.check_every,
                 "copy_in": cfg.copy_in,
                 "with_floor": cfg.with_floor,
+                "with_actix": cfg.with_actix,
                 "scope": scope,
                 "lease_ms": n.lease.as_millis() as u64,
                 "heartbeat_ms": n.heartbeat.as_millis() as u64,

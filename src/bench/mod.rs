@@ -1,4 +1,5 @@
 //! Sweep plan, statistics, CSV, comparison table, summary, floor baseline.
+pub mod actix_echo;
 pub mod baselines;
 pub mod csv;
 pub mod floor;

@@ -60,13 +60,13 @@ pub fn fill_pattern(buf: &mut [u8]) {
 }
 
 /// Stamp the call sequence number into the first bytes.
-fn stamp(buf: &mut [u8], seq: u64) {
+pub(crate) fn stamp(buf: &mut [u8], seq: u64) {
     let n = buf.len().min(8);
     buf[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
 }
 
 /// Index of the first differing byte.
-fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+pub(crate) fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     if a.len() != b.len() {
         return Some(a.len().min(b.len()));
     }
