@@ -332,8 +332,15 @@ fn redis_restarted_mid_run_ends_in_a_clear_outcome_not_a_hang() {
     // other then sees the link close. Both end, and the cause is named.
     assert!(!d.status.success(), "the long sweep cannot have finished: {derr}");
     assert!(derr.contains("bench-worker"), "driver names its peer: {derr}");
-    assert!(derr.contains("lease") || werr.contains("lease"), "driver: {derr}\nworker: {werr}");
-    assert!(restarted.elapsed() < Duration::from_secs(10), "took {:?}", restarted.elapsed());
+    assert!(
+        derr.contains("lease") || werr.contains("lease"),
+        "driver: {derr}\nworker: {werr}"
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        restarted.elapsed()
+    );
 }
 
 #[test]
@@ -354,7 +361,10 @@ fn a_frozen_worker_is_detected_by_its_lease_expiring() {
     let _ = w.wait();
     let err = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("lost peer bench-worker") && err.contains("lease of peer bench-worker expired"), "{err}");
+    assert!(
+        err.contains("lost peer bench-worker") && err.contains("lease of peer bench-worker expired"),
+        "{err}"
+    );
     // Lease 1 s + peer check 250 ms + process exit; well under two leases.
     assert!(noticed < Duration::from_millis(2000), "noticed after {noticed:?}");
     eprintln!("frozen worker noticed after {noticed:?}");
