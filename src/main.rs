@@ -76,6 +76,9 @@ enum Cmd {
         /// Replay every n-th seed and compare event-log hashes (0 = never).
         #[arg(long, default_value_t = 10)]
         replay_every: u64,
+        /// With --seed: also print the seed's fault plan and its event log.
+        #[arg(long, requires = "seed")]
+        log: bool,
     },
 }
 
@@ -271,9 +274,10 @@ fn main() -> ExitCode {
             seeds,
             first_seed,
             replay_every,
+            log,
         } => {
             let cmd = match seed {
-                Some(s) => app::SimCommand::Seed(s),
+                Some(s) => app::SimCommand::Seed { seed: s, log },
                 None => app::SimCommand::Swarm {
                     first: first_seed,
                     count: seeds,

@@ -6,8 +6,9 @@ use crate::actors::NodeError;
 /// What `slimebench sim` does.
 #[derive(Clone, Debug)]
 pub enum SimCommand {
-    /// Replay one seed (twice, comparing event-log hashes) and describe it.
-    Seed(u64),
+    /// Replay one seed (twice, comparing event-log hashes) and describe it;
+    /// with `log`, also its drawn plan and its event log (last 4096 lines).
+    Seed { seed: u64, log: bool },
     /// Seeds `first..first + count`, replaying every `replay_every`-th.
     Swarm { first: u64, count: u64, replay_every: u64 },
 }
@@ -19,8 +20,25 @@ pub enum SimCommand {
 pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
     use crate::sim::swarm::{check_seed, run_swarm};
     match *cmd {
-        SimCommand::Seed(seed) => {
-            let rep = check_seed(seed).map_err(|v| AppError::Usage(v.to_string()))?;
+        SimCommand::Seed { seed, log } => {
+            let mut extra = String::new();
+            if log {
+                let (mut sc, plan) = crate::sim::swarm::scenario_for_seed(seed);
+                sc.log_lines = 4096;
+                extra = format!(
+                    "\nplan: {plan:?}\nworker start {:?}, driver start {:?}\nactions: {:?}\npreload: {:?}\n\
+                     store hangs: {:?}, store latency {:?}\nlink: {:?}\nevent log:\n{}",
+                    sc.worker_start,
+                    sc.driver_start,
+                    sc.actions,
+                    sc.preload,
+                    sc.store_hang,
+                    sc.store_latency,
+                    sc.link,
+                    crate::sim::run(&sc).log_tail.join("\n")
+                );
+            }
+            let rep = check_seed(seed).map_err(|v| AppError::Usage(format!("{v}{extra}")))?;
             let again = crate::sim::run(&crate::sim::swarm::scenario_for_seed(seed).0);
             let o = &rep.outcome;
             if again.event_hash != o.event_hash {
@@ -47,7 +65,7 @@ pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
                 o.store_faults,
                 rep.plan,
                 o.end.as_secs_f64(),
-            ))
+            ) + &extra)
         }
         SimCommand::Swarm {
             first,

@@ -103,6 +103,8 @@ pub struct Scenario {
     /// After both nodes finished: heal every fault, wait for leases to
     /// expire, then run a fresh worker and driver in the same world (phase 2).
     pub heal_then_rerun: bool,
+    /// Event-log lines kept for the report (the hash covers all of them).
+    pub log_lines: usize,
 }
 
 impl Scenario {
@@ -131,6 +133,7 @@ impl Scenario {
             limit: Duration::from_secs(300),
             max_steps: 200_000,
             heal_then_rerun: false,
+            log_lines: 60,
         }
     }
 
@@ -592,11 +595,7 @@ async fn simulate(sc: Scenario) -> Outcome {
         guards_intact: a.guards_broken == 0,
         event_hash: log.hash(),
         events: log.events(),
-        log_tail: log.tail(if std::env::var_os("SLIMEBENCH_SIM_FULL_LOG").is_some() {
-            4096
-        } else {
-            60
-        }),
+        log_tail: log.tail(sc.log_lines),
         last_disturbance,
         end,
         phase2,
