@@ -17,6 +17,18 @@ fn main() {
         let sha = if dirty { format!("{sha}-dirty") } else { sha };
         println!("cargo:rustc-env=SLIMEBENCH_GIT_SHA={sha}");
     }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if let Some(v) = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+    {
+        println!(
+            "cargo:rustc-env=SLIMEBENCH_RUSTC={}",
+            String::from_utf8_lossy(&v.stdout).trim()
+        );
+    }
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
 }

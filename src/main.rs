@@ -158,6 +158,18 @@ struct SweepArgs {
     /// Also run the actix in-process echo, a lower bound for actor runtimes (actix_rpc.csv).
     #[arg(long)]
     with_actix: bool,
+    /// Also run Ray's local actor echo (ray_rpc.csv; needs `just setup`).
+    #[arg(long, env = "WITH_RAY")]
+    with_ray: bool,
+    /// Also run Pulsing's separate-process actor echo (pulsing_rpc.csv; needs `just setup`).
+    #[arg(long, env = "WITH_PULSING")]
+    with_pulsing: bool,
+    /// Python with Ray/Pulsing (default: SLIMEBENCH_PYTHON, then the project's .venv).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Longest a Python baseline may run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    baseline_timeout_s: u64,
     /// Where CSVs, summary.json and command.txt go (earlier results there are replaced).
     #[arg(long, default_value = "results/latest")]
     out_dir: PathBuf,
@@ -182,6 +194,10 @@ impl SweepArgs {
             warmup: self.warmup,
             with_floor: self.with_floor,
             with_actix: self.with_actix,
+            with_ray: self.with_ray,
+            with_pulsing: self.with_pulsing,
+            python: self.python,
+            baseline_timeout: Duration::from_secs(self.baseline_timeout_s),
             out_dir: self.out_dir,
             check_every: self.check_every,
             copy_in: self.copy_in,

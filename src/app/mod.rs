@@ -198,6 +198,9 @@ pub enum AppError {
     Worker(NodeError),
     #[error("{what}: {detail}")]
     Output { what: String, detail: String },
+    /// A Python baseline could not run; the message says how to fix it.
+    #[error("baseline: {0}")]
+    Baseline(String),
 }
 
 static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use tokio::sync::oneshot;
 
-use super::sweep::{run_local_baselines, write_outputs, SweepConfig, SweepOutcome};
+use super::sweep::{run_local_baselines, run_python_baselines, write_outputs, SweepConfig, SweepOutcome};
 use super::{clear_outputs, interrupted, open_store, select_transport, tcp_factory, AppError, NodeOptions};
 use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
 use crate::control::{CtrlStore, CtrlUrl};
@@ -101,6 +101,7 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
     let s = &cfg.sweep;
     let (plan, skipped) = s.plan()?;
     let (transport, why) = select_transport(s.node.transport)?;
+    let python = s.check_python()?;
     eprintln!("{why}");
     let scope = s
         .node
@@ -122,7 +123,8 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
     let report = run_driver(&s.node, &keys, &cfg.alias, run);
     progress.finish();
     let driver = report?;
-    let baselines = run_local_baselines(s, &plan)?;
+    let mut baselines = run_local_baselines(s, &plan)?;
+    baselines.python = run_python_baselines(s, &plan, python)?;
     let table = write_outputs(s, &plan, &skipped, transport, &scope, &driver, None, &baselines)?;
     Ok(SweepOutcome {
         slime: driver.stats.clone(),

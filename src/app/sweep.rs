@@ -17,6 +17,7 @@ use super::{
     NodeOptions,
 };
 use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
+use crate::bench::baselines::{Baseline, BaselineResult, PythonEnv, Versions};
 use crate::bench::plan::{human_size, SweepPlan, MIB};
 use crate::bench::progress::Progress;
 use crate::bench::stats::SizeStats;
@@ -35,6 +36,14 @@ pub struct SweepConfig {
     pub with_floor: bool,
     /// Also run the actix in-process echo baseline (actix_rpc.csv).
     pub with_actix: bool,
+    /// Also run the Ray local-actor baseline (ray_rpc.csv).
+    pub with_ray: bool,
+    /// Also run the Pulsing separate-process baseline (pulsing_rpc.csv).
+    pub with_pulsing: bool,
+    /// Python for the baselines (else SLIMEBENCH_PYTHON, else the project's .venv).
+    pub python: Option<PathBuf>,
+    /// Bound on each Python baseline's whole run.
+    pub baseline_timeout: Duration,
     pub out_dir: PathBuf,
     pub check_every: usize,
     /// Copy each payload into the send slot per call (the original's way)
@@ -54,6 +63,10 @@ impl Default for SweepConfig {
             warmup: crate::bench::plan::WARMUP,
             with_floor: false,
             with_actix: false,
+            with_ray: false,
+            with_pulsing: false,
+            python: None,
+            baseline_timeout: crate::bench::baselines::DEFAULT_TIMEOUT,
             out_dir: PathBuf::from("results/latest"),
             check_every: 16,
             copy_in: false,
@@ -93,6 +106,33 @@ impl SweepConfig {
             ));
         }
         Ok((plan, skipped))
+    }
+
+    /// The Python baselines asked for.
+    pub(super) fn python_baselines(&self) -> Vec<Baseline> {
+        let mut v = Vec::new();
+        if self.with_ray {
+            v.push(Baseline::Ray);
+        }
+        if self.with_pulsing {
+            v.push(Baseline::Pulsing);
+        }
+        v
+    }
+
+    /// Find Python and check every requested baseline is installed, before
+    /// anything runs (a missing install fails fast with its install hint).
+    pub(super) fn check_python(&self) -> Result<Option<(PythonEnv, Vec<Versions>)>, AppError> {
+        let wanted = self.python_baselines();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let py = PythonEnv::discover(self.python.as_deref()).map_err(|e| AppError::Baseline(e.to_string()))?;
+        let versions = wanted
+            .iter()
+            .map(|b| py.check(*b).map_err(|e| AppError::Baseline(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((py, versions)))
     }
 
     pub(super) fn options(&self) -> SweepOptions {
@@ -135,6 +175,7 @@ pub struct SweepOutcome {
 pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     let (plan, skipped) = cfg.plan()?;
     let (transport, why) = select_transport(cfg.node.transport)?;
+    let python = cfg.check_python()?;
     eprintln!("{why}");
     let scope = cfg
         .node
@@ -168,7 +209,8 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     if !leftover_keys.is_empty() {
         eprintln!("warning: keys left in scope {scope}: {leftover_keys:?}");
     }
-    let baselines = run_local_baselines(cfg, &plan)?;
+    let mut baselines = run_local_baselines(cfg, &plan)?;
+    baselines.python = run_python_baselines(cfg, &plan, python)?;
     let table = write_outputs(
         cfg,
         &plan,
@@ -198,6 +240,31 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
 pub(super) struct Baselines {
     pub floor: Option<Vec<SizeStats>>,
     pub actix: Option<Vec<SizeStats>>,
+    /// Ray / Pulsing: their scripts wrote their CSVs into the output folder.
+    pub python: Vec<BaselineResult>,
+}
+
+/// Run the requested Python baselines one after the other (after ours, so
+/// they do not compete for the two cores), writing their CSVs into the
+/// output folder.
+pub(super) fn run_python_baselines(
+    cfg: &SweepConfig,
+    plan: &SweepPlan,
+    python: Option<(PythonEnv, Vec<Versions>)>,
+) -> Result<Vec<BaselineResult>, AppError> {
+    let Some((py, _)) = python else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for b in cfg.python_baselines() {
+        eprintln!("running the {b} baseline ({})", py.python().display());
+        let r = py
+            .run(b, plan, &cfg.out_dir, cfg.baseline_timeout)
+            .map_err(|e| AppError::Baseline(e.to_string()))?;
+        for n in r.notes() {
+            eprintln!("{n}");
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// The baselines that run inside this process (after ours, one at a time so
@@ -262,6 +329,14 @@ pub(super) fn write_outputs(
             w.clean_exit, w.server.requests
         ));
     }
+    let mut baseline_meta = serde_json::Map::new();
+    for r in &baselines.python {
+        notes.extend(r.notes());
+        baseline_meta.insert(
+            r.baseline.name().to_string(),
+            serde_json::json!({ "versions": r.versions, "workarounds": r.workarounds, "elapsed_s": r.elapsed.as_secs_f64() }),
+        );
+    }
     let n = &cfg.node;
     let summary = Summary {
         meta: RunMeta {
@@ -287,6 +362,10 @@ pub(super) fn write_outputs(
                 "scope": scope,
                 "lease_ms": n.lease.as_millis() as u64,
                 "heartbeat_ms": n.heartbeat.as_millis() as u64,
+                "with_ray": cfg.with_ray,
+                "with_pulsing": cfg.with_pulsing,
+                "rustc": option_env!("SLIMEBENCH_RUSTC").unwrap_or("unknown"),
+                "baselines": baseline_meta,
             }),
             notes,
         },
@@ -299,9 +378,21 @@ pub(super) fn write_outputs(
         detail: e.to_string(),
     })?;
     if !cfg.command.is_empty() {
-        let _ = std::fs::write(cfg.out_dir.join("command.txt"), shell_words(&cfg.command) + "\n");
+        let resolved = format!("# resolved: ctrl={} transport={transport} scope={scope}\n", n.ctrl);
+        let _ = std::fs::write(
+            cfg.out_dir.join("command.txt"),
+            shell_words(&cfg.command) + "\n" + &resolved,
+        );
     }
-    super::compare(&cfg.out_dir)
+    let comparison = crate::bench::table::load_dir(&cfg.out_dir).map_err(|e| AppError::Output {
+        what: "compare".into(),
+        detail: e.to_string(),
+    })?;
+    let title = format!("{} · {transport} · ctrl {}", hostname(), n.ctrl);
+    if let Err(e) = crate::bench::plot::write_plots(&cfg.out_dir, &comparison.systems, &title) {
+        eprintln!("warning: plots not written: {e}");
+    }
+    Ok(crate::bench::table::render(&comparison))
 }
 
 /// Driver and worker actors on two threads of one actix system, meeting
