@@ -2,6 +2,10 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Pinned baseline versions (also in src/bench/baselines.rs).
+ray_version := "2.60.0"
+pulsing_version := "0.1.2"
+
 # Port of the private Redis that `redis-up` starts (not the system's 6379).
 redis_port := env_var_or_default("REDIS_PORT", "6390")
 redis_url := "redis://127.0.0.1:" + redis_port
@@ -10,8 +14,38 @@ redis_url := "redis://127.0.0.1:" + redis_port
 default:
     @just --list
 
-# The echo sweep with the floor beside it (extra flags pass through, e.g. `just bench --max-size-mb 64`).
+# Install what the project needs: system packages (redis-server; cmake and
+# libclang-dev to build the RDMA backend; the RDMA run-time libraries) and a
+# .venv with the pinned Ray and Pulsing (~20 s, ~340 MB).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    pkgs=(redis-server cmake libclang-dev libibverbs1 ibverbs-providers librdmacm1 python3-venv)
+    missing=()
+    for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        $SUDO apt-get install -y "${missing[@]}" || { $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"; }
+    fi
+    $SUDO service redis-server stop >/dev/null 2>&1 || true
+    if ! .venv/bin/python -c 'import ray, pulsing' 2>/dev/null; then
+        python3 -m venv .venv
+        .venv/bin/python -m pip install --quiet ray=={{ray_version}} pulsing=={{pulsing_version}}
+    fi
+    .venv/bin/python -c 'import ray, pulsing; print("ray", ray.__version__, "/ pulsing", pulsing.__version__)'
+
+# The full comparison: setup if needed, a private Redis, ours (driver and
+# worker processes over Redis) and Ray side by side; more with flags, e.g.
+# `just bench --with-pulsing --with-floor --with-actix --out-dir results/runs/…`.
 bench *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    .venv/bin/python -c 'import ray, pulsing' 2>/dev/null || just setup
+    just redis-up
+    CTRL={{redis_url}} cargo run --release -- sweep --with-ray {{ARGS}}
+
+# The sweep alone, embedded (no Redis, no Python): what the README's quick start runs.
+bench-local *ARGS:
     cargo run --release -- sweep --with-floor {{ARGS}}
 
 # The test suite (what CI runs).
@@ -23,12 +57,15 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# The deterministic fault-injection swarm: `just sim` (1000 seeds), `just sim SEED=42` (replay one).
+# The deterministic fault-injection swarm: `just sim` (1000 seeds), `just sim SEED=42` or `just sim 42` (replay one, with its log).
 sim SEED="" SEEDS="1000":
-    if [ -n "{{SEED}}" ]; then \
-        cargo run --release -- sim --seed {{SEED}}; \
-    else \
-        cargo run --release -- sim --seeds {{SEEDS}}; \
+    #!/usr/bin/env bash
+    set -euo pipefail
+    seed="{{SEED}}"; seed="${seed#SEED=}"
+    if [ -n "$seed" ]; then
+        cargo run --release -- sim --seed "$seed" --log
+    else
+        cargo run --release -- sim --seeds {{SEEDS}}
     fi
 
 # Fuzz one target for SECS seconds: `just fuzz rendezvous_ops 60` (installs cargo-fuzz when missing).
@@ -55,7 +92,3 @@ redis-up:
 redis-down:
     redis-cli -p {{redis_port}} shutdown nosave 2>/dev/null || true
     rm -f /tmp/slimebench-redis-{{redis_port}}.pid
-
-# The sweep as two processes meeting through the private Redis.
-bench-redis *ARGS: redis-up
-    CTRL={{redis_url}} cargo run --release -- sweep --with-floor {{ARGS}}
