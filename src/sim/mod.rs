@@ -686,6 +686,7 @@ fn preload(store: &Store, keys: &Keys, items: &[Preload]) {
                             from: "bench-worker".into(),
                             from_inc: 0x0bad_0002,
                             to_inc: 0x0bad_0003,
+                            again: false,
                         },
                         Notification::Cleanup {
                             from: "bench-driver".into(),

@@ -335,14 +335,29 @@ enum OpKind {
     Phase,
     Heartbeat,
     PeerCheck,
+    /// Initiator: `connect_peer` sent again while not ready.
+    Announce,
+    /// `qp_ready` sent again to a peer that asks again while we are ready.
+    Resend,
 }
 
 #[derive(Clone, Debug)]
 struct InFlight {
     token: u64,
     kind: OpKind,
+    /// When it was sent: a lease refreshed by it runs from here, not from the reply.
+    issued_at: Duration,
+    /// The phase and engagement that issued it; a reply that comes back in
+    /// another phase or engagement is stale.
+    phase: Phase,
+    epoch: u64,
     deadline: Duration,
 }
+
+/// Requests kept while engaged, and early `qp_ready`s kept: bounded.
+const MAX_KEPT: usize = 8;
+/// Aliases we published an exchange key for (released on close): bounded.
+const MAX_PUBLISHED: usize = 64;
 
 /// Peer we are engaged with.
 #[derive(Clone, Debug)]
@@ -376,10 +391,19 @@ pub struct Rendezvous {
     phase: Phase,
     claimed: bool,
     target: Option<Target>,
-    /// A `qp_ready` kept until it can be used: (from, from_inc).
-    peer_ready: Option<(String, u64)>,
-    /// A `connect_peer` kept until the responder can act on it.
-    pending_request: Option<(String, u64)>,
+    /// `qp_ready`s kept until they can be used: (from, from_inc), newest last.
+    peer_ready: VecDeque<(String, u64)>,
+    /// `connect_peer`s kept until the responder can act on them, newest last.
+    pending_requests: VecDeque<(String, u64)>,
+    /// Peers we published `exchange:{me}:{peer}` for; all released on close.
+    published_to: VecDeque<String>,
+    /// Initiator: when to send `connect_peer` again while not ready.
+    next_announce: Option<Duration>,
+    /// Counts engagements (and re-claims): tags phase commands.
+    epoch: u64,
+    /// Send `qp_ready` again: the peer, while we are ready, asked again
+    /// (a repeated `connect_peer` or `qp_ready`) so it has not seen ours.
+    resend_ready: bool,
     /// Why we refuse the peer; sent to it on close instead of a cleanup.
     reject: Option<String>,
     inflight: Option<InFlight>,
@@ -421,8 +445,12 @@ impl Rendezvous {
             phase: Phase::Idle,
             claimed: false,
             target: None,
-            peer_ready: None,
-            pending_request: None,
+            peer_ready: VecDeque::new(),
+            pending_requests: VecDeque::new(),
+            published_to: VecDeque::new(),
+            next_announce: None,
+            epoch: 0,
+            resend_ready: false,
             reject: None,
             inflight: None,
             phase_issued: false,
@@ -493,7 +521,7 @@ impl Rendezvous {
     /// Begin: claim the lease, clean stale keys, then rendezvous.
     ///
     /// # Panics
-    /// If called twice.
+    /// If called twice, or after `close` (a machine runs once; make a new one).
     pub fn start(&mut self, now: Duration) {
         assert_eq!(self.phase, Phase::Idle, "start called twice");
         if let Role::Initiator { peer } = &self.role {
@@ -551,11 +579,43 @@ impl Rendezvous {
                 };
                 return Some(self.issue(now, OpKind::PeerCheck, op));
             }
+            if self.resend_ready && self.phase == Phase::Ready {
+                self.resend_ready = false;
+                let t = self.target.as_ref().expect("ready has a peer");
+                let op = self.append(
+                    self.keys.stream(&t.alias),
+                    LogKind::Stream,
+                    Notification::QpReady {
+                        from: self.local.alias.clone(),
+                        from_inc: self.local.incarnation,
+                        to_inc: t.connected_inc.expect("ready is connected"),
+                        again: true,
+                    },
+                    None,
+                );
+                return Some(self.issue(now, OpKind::Resend, op));
+            }
+            if self.reannounce_due(now) {
+                let peer = self.target.as_ref().expect("initiator has a target").alias.clone();
+                let op = self.announce_op(&peer);
+                return Some(self.issue(now, OpKind::Announce, op));
+            }
         }
         if self.phase_issued || self.retry_at.is_some_and(|t| now < t) {
             return None;
         }
         let op = self.phase_op()?;
+        if self.phase == Phase::Publish {
+            // The keys may exist from the moment the command is sent, whether
+            // or not its reply comes back: release them on close in any case.
+            let alias = self.target.as_ref().expect("engaged").alias.clone();
+            if !self.published_to.contains(&alias) {
+                if self.published_to.len() >= MAX_PUBLISHED {
+                    self.published_to.pop_front();
+                }
+                self.published_to.push_back(alias);
+            }
+        }
         self.phase_issued = true;
         self.retry_at = None;
         Some(self.issue(now, OpKind::Phase, op))
@@ -568,9 +628,36 @@ impl Rendezvous {
         self.inflight = Some(InFlight {
             token,
             kind,
+            issued_at: now,
+            phase: self.phase,
+            epoch: self.epoch,
             deadline: now + self.timing.op_timeout,
         });
         Command { token, op }
+    }
+
+    /// The initiator repeats its `connect_peer` every `ready_refresh` until
+    /// ready: a responder that missed or dropped it (engaged with a stale
+    /// requester, restarted, read it out of order) gets it again.
+    fn reannounce_due(&self, now: Duration) -> bool {
+        matches!(self.role, Role::Initiator { .. })
+            && matches!(
+                self.phase,
+                Phase::Fetch | Phase::Connect | Phase::SignalReady | Phase::AwaitReady
+            )
+            && self.next_announce.is_some_and(|t| now >= t)
+    }
+
+    fn announce_op(&self, peer: &str) -> StoreOp {
+        self.append(
+            self.keys.stream(peer),
+            LogKind::Stream,
+            Notification::ConnectPeer {
+                from: self.local.alias.clone(),
+                from_inc: self.local.incarnation,
+            },
+            None,
+        )
     }
 
     fn phase_op(&self) -> Option<StoreOp> {
@@ -614,18 +701,7 @@ impl Rendezvous {
                     ],
                 }
             }
-            Phase::Announce => {
-                let peer = &self.target.as_ref().expect("engaged").alias;
-                self.append(
-                    k.stream(peer),
-                    LogKind::Stream,
-                    Notification::ConnectPeer {
-                        from: me.clone(),
-                        from_inc: self.local.incarnation,
-                    },
-                    None,
-                )
-            }
+            Phase::Announce => self.announce_op(&self.target.as_ref().expect("engaged").alias),
             Phase::Fetch => {
                 let peer = &self.target.as_ref().expect("engaged").alias;
                 StoreOp::Fetch {
@@ -642,6 +718,7 @@ impl Rendezvous {
                         from: me.clone(),
                         from_inc: self.local.incarnation,
                         to_inc: t.connected_inc.expect("connected"),
+                        again: false,
                     },
                     None,
                 )
@@ -676,10 +753,13 @@ impl Rendezvous {
                 )
             }
             Phase::CloseRelease => {
-                let mut keys = vec![k.mr(me, MAILBOX_MR), k.stream(me), k.inbox(me)];
+                let mut keys: Vec<String> = self.published_to.iter().map(|p| k.exchange(me, p)).collect();
                 if let Some(t) = &self.target {
-                    keys.insert(0, k.exchange(me, &t.alias));
+                    if !self.published_to.contains(&t.alias) {
+                        keys.push(k.exchange(me, &t.alias));
+                    }
                 }
+                keys.extend([k.mr(me, MAILBOX_MR), k.stream(me), k.inbox(me)]);
                 StoreOp::Release {
                     agent_key: k.agent(me),
                     incarnation: self.local.incarnation,
@@ -716,16 +796,39 @@ impl Rendezvous {
             return;
         };
         match inflight.kind {
-            OpKind::Heartbeat => self.on_heartbeat(now, reply),
+            OpKind::Heartbeat => self.on_heartbeat(now, inflight.issued_at, reply),
             OpKind::PeerCheck => self.on_peer_check(now, reply),
-            OpKind::Phase => self.on_phase_reply(now, reply),
+            OpKind::Phase if inflight.phase != self.phase || inflight.epoch != self.epoch => {
+                // Issued by a phase we have left (e.g. our lease was lost
+                // meanwhile): whatever it says is about the past.
+                self.stats.late_replies += 1;
+                self.note(Note::LateReply { token });
+            }
+            OpKind::Phase => self.on_phase_reply(now, inflight.issued_at, reply),
+            OpKind::Announce => {
+                // Success or not, try again a refresh later (bounded by the deadline).
+                if let Err(error) = reply {
+                    self.note(Note::StoreError { op: "announce", error });
+                }
+                self.next_announce = Some(now + self.timing.ready_refresh);
+            }
+            OpKind::Resend => {
+                if let Err(error) = reply {
+                    self.note(Note::StoreError {
+                        op: "resend_ready",
+                        error,
+                    });
+                }
+            }
         }
     }
 
-    fn on_heartbeat(&mut self, now: Duration, reply: Result<StoreReply, StoreFailure>) {
+    fn on_heartbeat(&mut self, now: Duration, issued_at: Duration, reply: Result<StoreReply, StoreFailure>) {
         match reply {
             Ok(StoreReply::Refreshed) => {
-                self.lease_ok_at = now;
+                // The store extended the lease when it ran the command, no
+                // earlier than we sent it: counting from then is safe.
+                self.lease_ok_at = issued_at;
                 self.next_heartbeat = Some(now + self.timing.heartbeat);
             }
             Ok(StoreReply::NotOwner { .. }) => self.lease_lost(now),
@@ -752,6 +855,7 @@ impl Rendezvous {
     /// deadline; a takeover by another incarnation then shows as `AliasTaken`.
     fn lease_lost(&mut self, now: Duration) {
         self.claimed = false;
+        self.epoch += 1;
         match self.phase {
             Phase::Ready => self.go_down(DownReason::OwnLeaseLost),
             Phase::Listen => {
@@ -770,9 +874,9 @@ impl Rendezvous {
         let live_inc = t.connected_inc;
         match reply {
             Ok(StoreReply::Fetched { agent, .. }) => match agent {
-                AgentLookup::Absent => self.peer_lost(DownReason::PeerLeaseExpired { peer }),
+                AgentLookup::Absent => self.peer_lost(now, DownReason::PeerLeaseExpired { peer }),
                 AgentLookup::Present(r) if Some(r.incarnation) != live_inc => {
-                    self.peer_lost(DownReason::PeerRestarted { peer })
+                    self.peer_lost(now, DownReason::PeerRestarted { peer })
                 }
                 AgentLookup::Present(_) => {}
                 AgentLookup::Corrupt(detail) => self.note(Note::StoreError {
@@ -795,7 +899,7 @@ impl Rendezvous {
 
     /// The peer is gone: an established link goes down; a rendezvous in
     /// progress fails (initiator) or goes back to listening (responder).
-    fn peer_lost(&mut self, reason: DownReason) {
+    fn peer_lost(&mut self, now: Duration, reason: DownReason) {
         if let Some(t) = &mut self.target {
             t.gone = true;
         }
@@ -804,7 +908,7 @@ impl Rendezvous {
             // Closing goes on (the peer is marked gone, so it is not notified).
             _ if self.is_terminal() || self.is_closing() => {}
             _ => match self.role {
-                Role::Responder => self.back_to_listen(),
+                Role::Responder => self.back_to_listen(now),
                 Role::Initiator { .. } => {
                     let peer = self.target.as_ref().map(|t| t.alias.clone()).unwrap_or_default();
                     self.fail(RendezvousError::PeerLeft { peer });
@@ -813,7 +917,7 @@ impl Rendezvous {
         }
     }
 
-    fn on_phase_reply(&mut self, now: Duration, reply: Result<StoreReply, StoreFailure>) {
+    fn on_phase_reply(&mut self, now: Duration, issued_at: Duration, reply: Result<StoreReply, StoreFailure>) {
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -827,7 +931,7 @@ impl Rendezvous {
         match (self.phase, reply) {
             (Phase::Claim, StoreReply::Claimed) => {
                 self.claimed = true;
-                self.lease_ok_at = now;
+                self.lease_ok_at = issued_at;
                 self.next_heartbeat = Some(now + self.timing.heartbeat);
                 self.enter(Phase::Clean);
             }
@@ -850,12 +954,7 @@ impl Rendezvous {
                 match self.role {
                     Role::Initiator { .. } => self.enter(Phase::Publish),
                     Role::Responder if self.target.is_some() => self.enter(Phase::Publish),
-                    Role::Responder => {
-                        self.enter(Phase::Listen);
-                        if let Some((from, inc)) = self.pending_request.take() {
-                            self.engage(now, from, inc);
-                        }
-                    }
+                    Role::Responder => self.listen(now),
                 }
             }
             (Phase::Publish, StoreReply::Put) => match self.role {
@@ -863,7 +962,10 @@ impl Rendezvous {
                 Role::Responder => self.enter(Phase::Fetch),
             },
             (Phase::Publish, StoreReply::NotOwner { .. }) => self.lease_lost(now),
-            (Phase::Announce, StoreReply::Appended) => self.enter(Phase::Fetch),
+            (Phase::Announce, StoreReply::Appended) => {
+                self.next_announce = Some(now + self.timing.ready_refresh);
+                self.enter(Phase::Fetch);
+            }
             (Phase::Fetch, StoreReply::Fetched { agent, values }) => self.on_fetched(now, agent, values),
             (Phase::SignalReady, StoreReply::Appended) => {
                 self.await_since = now;
@@ -898,13 +1000,16 @@ impl Rendezvous {
         let peer = t.alias.clone();
         let expected = t.incarnation;
         let live = match agent {
-            AgentLookup::Absent if matches!(self.role, Role::Responder) && expected.is_some() => {
-                // The requester's lease is gone: its request is stale; listen again.
+            // Absent may be a lapse the peer recovers from (it re-claims with the
+            // same incarnation), so it is retried, bounded by the deadline —
+            // unless a responder has other requests waiting: then this one
+            // may be a ghost holding them up, and the next one is served.
+            // (A lease of *another* incarnation proves a request stale: below.)
+            AgentLookup::Absent if matches!(self.role, Role::Responder) && !self.pending_requests.is_empty() => {
                 self.note(Note::IgnoredNotification {
-                    detail: format!("connect_peer from {peer}, whose lease is gone"),
+                    detail: format!("connect_peer from {peer}, which holds no lease, while others wait"),
                 });
-                self.stats.stale_notifications += 1;
-                return self.back_to_listen();
+                return self.back_to_listen(now);
             }
             AgentLookup::Absent => {
                 return self.attempt_ended(now, NotYet::PeerNotRegistered { peer });
@@ -922,7 +1027,7 @@ impl Rendezvous {
                     detail: format!("connect_peer from {peer} incarnation {exp:#x}, live is {live:#x}"),
                 });
                 self.stats.stale_notifications += 1;
-                return self.back_to_listen();
+                return self.back_to_listen(now);
             }
         }
         let xkey = self.keys.exchange(&peer, &me);
@@ -1028,15 +1133,36 @@ impl Rendezvous {
         };
         match n {
             Notification::ConnectPeer { from, from_inc } => self.on_connect_request(now, from, from_inc),
-            Notification::QpReady { from, from_inc, to_inc } => {
+            Notification::QpReady {
+                from,
+                from_inc,
+                to_inc,
+                again,
+            } => {
                 if to_inc != self.local.incarnation {
                     return self.ignore(format!("qp_ready from {from} for incarnation {to_inc:#x}"));
                 }
                 if self.target.as_ref().is_some_and(|t| t.alias != from) {
                     return self.ignore(format!("qp_ready from {from}, not our peer"));
                 }
-                // Keep it whatever the phase: it may be early.
-                self.peer_ready = Some((from, from_inc));
+                // Keep it whatever the phase: it may be early. One per
+                // incarnation, so a stale one cannot replace the live one.
+                if !self.peer_ready.iter().any(|(a, i)| *a == from && *i == from_inc) {
+                    if self.peer_ready.len() >= MAX_KEPT {
+                        self.peer_ready.pop_front();
+                    }
+                    self.peer_ready.push_back((from.clone(), from_inc));
+                }
+                // Ready, and our peer signals again: it has not seen ours yet.
+                if !again
+                    && self.phase == Phase::Ready
+                    && self
+                        .target
+                        .as_ref()
+                        .is_some_and(|t| t.alias == from && t.connected_inc == Some(from_inc))
+                {
+                    self.resend_ready = true;
+                }
                 self.kick(now);
                 self.check_peer_ready(now);
             }
@@ -1072,7 +1198,7 @@ impl Rendezvous {
                 if !ours {
                     return self.ignore(format!("cleanup from {from} incarnation {from_inc:#x}, not our peer"));
                 }
-                self.peer_lost(DownReason::PeerCleanup { peer: from });
+                self.peer_lost(now, DownReason::PeerCleanup { peer: from });
             }
         }
     }
@@ -1087,54 +1213,78 @@ impl Rendezvous {
         if self.is_terminal() && self.phase != Phase::Idle || self.is_closing() {
             return self.ignore(format!("connect_peer from {from}: not accepting"));
         }
-        let Some(t) = &self.target else {
-            if self.phase == Phase::Listen {
-                self.engage(now, from, from_inc);
-            } else {
-                // Too early to act (lease or cleanup pending): keep the newest request.
-                self.pending_request = Some((from, from_inc));
+        if let Some(t) = &self.target {
+            if t.alias == from && t.incarnation == Some(from_inc) {
+                // A repeat: the peer is still trying. Ready: it may have missed
+                // our qp_ready, say it again. Otherwise retry now.
+                if self.phase == Phase::Ready {
+                    self.resend_ready = true;
+                } else {
+                    self.kick(now);
+                }
+                return;
             }
+        }
+        if self.phase == Phase::Listen && self.claimed && self.target.is_none() {
+            return self.engage(now, from, from_inc);
+        }
+        // Engaged (with another alias, or another incarnation of our peer —
+        // which one is live only the lease can tell), or not holding a lease
+        // right now: keep it for when we listen again. Never switch blindly:
+        // a reordered stale request would otherwise break a live rendezvous.
+        self.keep_request(from, from_inc);
+    }
+
+    fn keep_request(&mut self, from: String, from_inc: u64) {
+        if self.pending_requests.iter().any(|(a, i)| *a == from && *i == from_inc) {
             return;
-        };
-        if t.alias != from {
-            return self.ignore(format!("connect_peer from {from} while engaged with {}", t.alias));
         }
-        if t.incarnation == Some(from_inc) {
-            // A repeat: the peer is retrying, so retry now too.
-            return self.kick(now);
+        if self.pending_requests.len() >= MAX_KEPT {
+            self.pending_requests.pop_front();
         }
-        if self.phase == Phase::Ready {
-            // The peer we served has restarted: this link is over.
-            self.peer_lost(DownReason::PeerRestarted { peer: from });
-        } else {
-            self.engage(now, from, from_inc);
-        }
+        self.pending_requests.push_back((from, from_inc));
     }
 
     fn engage(&mut self, now: Duration, from: String, from_inc: u64) {
+        debug_assert!(self.claimed, "engage only while holding the lease");
         self.note(Note::Engaged {
             peer: from.clone(),
             incarnation: from_inc,
         });
+        self.pending_requests.retain(|(a, i)| !(*a == from && *i == from_inc));
+        self.epoch += 1;
         self.target = Some(Target::new(from, Some(from_inc)));
-        if self
-            .peer_ready
-            .as_ref()
-            .is_some_and(|(a, _)| *a != self.target.as_ref().expect("set").alias)
-        {
-            self.peer_ready = None;
-        }
         self.episode_start = now;
         self.attempts = 0;
         self.enter(Phase::Publish);
     }
 
-    fn back_to_listen(&mut self) {
-        self.target = None;
-        self.peer_ready = None;
+    /// Listen for requests; take the newest kept one at once. Listening
+    /// needs the lease: without it (lost, re-claim pending) claim first.
+    fn listen(&mut self, now: Duration) {
+        if !self.claimed {
+            self.episode_start = now;
+            self.enter(Phase::Claim);
+            return;
+        }
+        self.enter(Phase::Listen);
+        if let Some((from, inc)) = self.pending_requests.pop_back() {
+            self.engage(now, from, inc);
+        }
+    }
+
+    /// The engagement is over (stale request, peer gone): listen again.
+    fn back_to_listen(&mut self, now: Duration) {
+        self.epoch += 1;
+        if let Some(t) = self.target.take() {
+            // Forget only the abandoned incarnation: a kept qp_ready of the
+            // live one may be exactly what the next engagement needs.
+            self.peer_ready
+                .retain(|(a, i)| !(*a == t.alias && Some(*i) == t.incarnation));
+        }
         self.attempts = 0;
         self.next_peer_check = None;
-        self.enter(Phase::Listen);
+        self.listen(now);
     }
 
     fn check_peer_ready(&mut self, now: Duration) {
@@ -1144,8 +1294,8 @@ impl Rendezvous {
         let t = self.target.as_ref().expect("engaged");
         let matches = self
             .peer_ready
-            .as_ref()
-            .is_some_and(|(a, inc)| *a == t.alias && Some(*inc) == t.connected_inc);
+            .iter()
+            .any(|(a, inc)| *a == t.alias && Some(*inc) == t.connected_inc);
         if matches {
             let peer = t.endpoint.clone().expect("connected peer has an endpoint");
             self.enter(Phase::Ready);
@@ -1188,16 +1338,23 @@ impl Rendezvous {
             }
         };
         at(self.inflight.as_ref().map(|f| f.deadline));
+        let live = !self.is_terminal() && !self.is_closing();
+        // Commands that become due only matter when none is in flight
+        // (poll_command issues one at a time).
         if self.inflight.is_none() {
             at(self.retry_at.filter(|_| !self.phase_issued));
+            if live && self.claimed {
+                at(self.next_heartbeat);
+                if matches!(self.phase, Phase::Ready | Phase::AwaitReady) {
+                    at(self.next_peer_check);
+                }
+                if self.reannounce_due(Duration::MAX) {
+                    at(self.next_announce);
+                }
+            }
         }
-        let live = !self.is_terminal() && !self.is_closing();
         if live && self.claimed {
-            at(self.next_heartbeat);
             at(Some(self.lease_ok_at + self.timing.lease));
-        }
-        if matches!(self.phase, Phase::Ready | Phase::AwaitReady) {
-            at(self.next_peer_check);
         }
         if self.in_rendezvous() {
             at(Some(self.episode_start + self.timing.deadline));
@@ -1297,6 +1454,16 @@ impl Rendezvous {
             || format!("no progress in phase {}", self.phase_name()),
             |r| r.to_string(),
         );
+        // A responder that gives up on one requester (it vanished, or never
+        // published) serves the next one: it listens again. Failing to reach
+        // the store is another matter: that is a clear error for any side.
+        let peer_trouble = !matches!(self.last_reason, Some(NotYet::Store(_)) | None);
+        if matches!(self.role, Role::Responder) && self.target.is_some() && self.claimed && peer_trouble {
+            self.note(Note::IgnoredNotification {
+                detail: format!("gave up on {peer} after {} attempts: {last}", self.attempts),
+            });
+            return self.back_to_listen(now);
+        }
         self.fail(RendezvousError::GaveUp {
             peer,
             attempts: self.attempts,

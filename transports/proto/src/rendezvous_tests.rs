@@ -284,6 +284,7 @@ fn early_qp_ready_is_kept() {
             from: "worker".into(),
             from_inc: 22,
             to_inc: 11,
+            again: false,
         }
         .encode(),
     );
@@ -629,6 +630,7 @@ fn stale_and_garbage_notifications_ignored() {
             from: "intruder".into(),
             from_inc: 1,
             to_inc: 22,
+            again: false,
         }
         .encode(),
     );

@@ -172,8 +172,16 @@ impl ControlValue for AgentRecord {
 pub enum Notification {
     /// "I am `from`; read my exchange info and connect to me."
     ConnectPeer { from: String, from_inc: u64 },
-    /// "My side of the link to your incarnation `to_inc` is up."
-    QpReady { from: String, from_inc: u64, to_inc: u64 },
+    /// "My side of the link to your incarnation `to_inc` is up." `again`
+    /// marks a repeat sent because the peer signalled again while we were
+    /// ready; a repeat is never answered (two ready sides would ping-pong).
+    QpReady {
+        from: String,
+        from_inc: u64,
+        to_inc: u64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        again: bool,
+    },
     /// "I am leaving; tear down your link to me."
     Cleanup { from: String, from_inc: u64, to_inc: u64 },
     /// "I will not connect to your incarnation `to_inc`, because …" (e.g.
@@ -184,6 +192,10 @@ pub enum Notification {
         to_inc: u64,
         reason: String,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Notification {
@@ -249,6 +261,7 @@ mod tests {
             from: "a".into(),
             from_inc: 1,
             to_inc: 2,
+            again: false,
         };
         assert_eq!(Notification::decode(&n.encode()).unwrap(), n);
         let m = MailboxInfo {
