@@ -57,6 +57,22 @@ enum Cmd {
         #[arg(long, default_value = "bench-worker")]
         peer: String,
     },
+    /// Check this machine: RDMA devices/ports/GIDs, the control plane, the Python baselines.
+    Doctor {
+        /// Control plane to check.
+        #[arg(long, default_value = "memory", env = "CTRL")]
+        ctrl: CtrlUrl,
+        /// Python with Ray/Pulsing (default: SLIMEBENCH_PYTHON, then the project's .venv).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// RDMA device to check (default: automatic).
+        #[arg(long, env = "RDMA_DEVICE")]
+        device: Option<String>,
+        #[arg(long, env = "RDMA_IB_PORT")]
+        ib_port: Option<u8>,
+        #[arg(long, env = "RDMA_GID_INDEX")]
+        gid_index: Option<u32>,
+    },
     /// Print the merged comparison table of the CSVs in DIR.
     Compare {
         /// Folder holding slime_rpc.csv, ray_rpc.csv, … (ours or foreign).
@@ -120,6 +136,15 @@ struct NodeArgs {
     /// Longest wait for one reply, in seconds.
     #[arg(long, default_value_t = 60)]
     call_timeout_s: u64,
+    /// RDMA device (default: the first with an ACTIVE port).
+    #[arg(long, env = "RDMA_DEVICE")]
+    device: Option<String>,
+    /// RDMA port number (from 1).
+    #[arg(long, env = "RDMA_IB_PORT")]
+    ib_port: Option<u8>,
+    /// GID table index (default: a RoCE v2 IPv4 GID when there is one).
+    #[arg(long, env = "RDMA_GID_INDEX")]
+    gid_index: Option<u32>,
 }
 
 impl NodeArgs {
@@ -136,6 +161,11 @@ impl NodeArgs {
             lease: Duration::from_millis(self.lease_ms),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             call_timeout: Duration::from_secs(self.call_timeout_s),
+            rdma: slimebench_verbs::Selection {
+                device: self.device,
+                ib_port: self.ib_port,
+                gid_index: self.gid_index,
+            },
         }
     }
 }
@@ -285,6 +315,21 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Compare { dir } => app::compare(&dir).map(|t| println!("{t}")),
+        Cmd::Doctor {
+            ctrl,
+            python,
+            device,
+            ib_port,
+            gid_index,
+        } => {
+            let sel = slimebench_verbs::Selection {
+                device,
+                ib_port,
+                gid_index,
+            };
+            println!("{}", app::doctor(&ctrl, python.as_deref(), &sel));
+            Ok(())
+        }
         Cmd::Sim {
             seed,
             seeds,

@@ -98,7 +98,10 @@ fn bad_settings_are_refused_before_anything_runs() {
     let mut cfg = quick("rdma");
     cfg.node.transport = TransportChoice::Rdma;
     let err = sweep(&cfg).unwrap_err();
-    assert!(err.to_string().contains("no RDMA support"), "{err}");
+    assert!(
+        err.to_string().contains("RDMA support") && err.to_string().contains("--transport tcp"),
+        "{err}"
+    );
     let mut cfg = quick("scope");
     cfg.node.scope = Some("bad scope!".into());
     let err = sweep(&cfg).unwrap_err();

@@ -64,6 +64,8 @@ pub struct NodeOptions {
     pub heartbeat: Duration,
     /// Bound on each call's wait for its reply.
     pub call_timeout: Duration,
+    /// RDMA device, port and GID index (unset = automatic).
+    pub rdma: slimebench_verbs::Selection,
 }
 
 impl Default for NodeOptions {
@@ -80,6 +82,7 @@ impl Default for NodeOptions {
             lease: Duration::from_secs(3),
             heartbeat: Duration::from_millis(750),
             call_timeout: Duration::from_secs(60),
+            rdma: slimebench_verbs::Selection::default(),
         }
     }
 }
@@ -227,35 +230,76 @@ pub fn fresh_id() -> u64 {
     }
 }
 
-/// Decide the backend, saying why in one line.
-fn select_transport(choice: TransportChoice) -> Result<(&'static str, String), AppError> {
-    match choice {
-        TransportChoice::Tcp => Ok(("tcp", "transport: tcp".into())),
-        TransportChoice::Auto => Ok(("tcp", "transport: tcp (auto: this build has no RDMA support)".into())),
-        TransportChoice::Rdma => Err(AppError::Unsupported(
-            "--transport rdma: this build has no RDMA support yet (the verbs backend is not built); use --transport tcp"
-                .into(),
-        )),
+/// The backend a node will use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Tcp,
+    Rdma,
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Tcp => "tcp",
+            Backend::Rdma => "rdma",
+        }
+    }
+}
+
+/// Decide the backend, saying why in one line. RDMA is probed (well under a
+/// second): `--transport rdma` without a usable device fails with the cause
+/// and the flag to use instead; `auto` falls back to TCP.
+fn choose_backend(node: &NodeOptions) -> Result<(Backend, String), AppError> {
+    use slimebench_verbs::Availability;
+    let rdma = || slimebench_verbs::probe(&node.rdma).availability;
+    match node.transport {
+        TransportChoice::Tcp => Ok((Backend::Tcp, "transport: tcp".into())),
+        TransportChoice::Rdma => match rdma() {
+            Availability::Usable(sel) => Ok((Backend::Rdma, format!("transport: rdma ({sel})"))),
+            Availability::Unusable { cause, hint } => {
+                Err(AppError::Unsupported(format!("--transport rdma: {cause}; {hint}")))
+            }
+        },
+        TransportChoice::Auto => match rdma() {
+            Availability::Usable(sel) => Ok((Backend::Rdma, format!("transport: rdma (auto: {sel})"))),
+            Availability::Unusable { cause, .. } => {
+                Ok((Backend::Tcp, format!("transport: tcp (auto: RDMA unusable: {cause})")))
+            }
+        },
         TransportChoice::Shm => Err(AppError::Unsupported(
-            "--transport shm: the shared-memory backend is not available in this build yet; use --transport tcp"
-                .into(),
+            "--transport shm: the shared-memory backend is not available in this build yet; use --transport tcp".into(),
         )),
     }
 }
 
-/// A TCP transport factory that is `Send` (it may be moved to another thread).
-fn tcp_factory(
-    bind: IpAddr,
-    advertise: Option<String>,
-    slot_size: u64,
-) -> impl FnOnce() -> Result<TcpTransport, String> + Send + 'static {
-    move || {
-        let cfg = TcpConfig {
-            max_write_len: slot_size as usize,
-            ..TcpConfig::default()
-        };
-        TcpTransport::bind(SocketAddr::new(bind, 0), advertise, fresh_id(), cfg)
-            .map_err(|e| format!("cannot listen on {bind}: {e}"))
+/// A transport factory for `backend`; `Send`, so it may run on another
+/// thread (the actor's own, where the transport then lives).
+fn backend_factory(
+    backend: &Backend,
+    node: &NodeOptions,
+) -> impl FnOnce() -> Result<crate::backend::AnyTransport, String> + Send + 'static {
+    use crate::backend::AnyTransport;
+    let (backend, bind, advertise) = (backend.clone(), node.bind, node.advertise_host());
+    let slot_size = node.geometry().slot_size as usize;
+    let verbs = slimebench_verbs::VerbsConfig {
+        selection: node.rdma.clone(),
+        max_in_flight: node.max_inflight,
+        max_write_len: slot_size,
+        ..slimebench_verbs::VerbsConfig::default()
+    };
+    move || match backend {
+        Backend::Tcp => {
+            let cfg = TcpConfig {
+                max_write_len: slot_size,
+                ..TcpConfig::default()
+            };
+            TcpTransport::bind(SocketAddr::new(bind, 0), advertise, fresh_id(), cfg)
+                .map(AnyTransport::Tcp)
+                .map_err(|e| format!("cannot listen on {bind}: {e}"))
+        }
+        Backend::Rdma => slimebench_verbs::VerbsTransport::open(verbs, fresh_id())
+            .map(|t| AnyTransport::Rdma(Box::new(t)))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -304,6 +348,59 @@ fn write_system(dir: &Path, system: System, stats: &[SizeStats]) -> Result<(), A
         what: format!("cannot write {}", path.display()),
         detail: e.to_string(),
     })
+}
+
+/// `slimebench doctor`: what a user runs first on a new cluster — RDMA
+/// devices, ports, GIDs and the `--transport auto` verdict, whether the
+/// control plane answers, whether the Python baselines are installed.
+pub fn doctor(ctrl: &CtrlUrl, python: Option<&Path>, sel: &slimebench_verbs::Selection) -> String {
+    use crate::bench::baselines::{Baseline, PythonEnv};
+    use crate::doctor::{Check, CheckStatus};
+    let mut checks = Vec::new();
+    checks.push(match ctrl {
+        CtrlUrl::Memory => Check::new(
+            "control plane",
+            CheckStatus::Skipped,
+            "embedded (memory); pass --ctrl redis://host:port to check a Redis",
+        ),
+        CtrlUrl::Redis(_) => Check::run(format!("control plane {ctrl}"), || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(async {
+                    let opts = crate::control::RedisOptions {
+                        connect_attempts: 2,
+                        ..Default::default()
+                    };
+                    CtrlStore::open(ctrl, opts)
+                        .await
+                        .map(|_| "reachable (PING ok)".to_string())
+                        .map_err(|e| e.to_string())
+                })
+        }),
+    });
+    match PythonEnv::discover(python) {
+        Err(e) => checks.push(Check::new("python baselines", CheckStatus::Warn, e.to_string())),
+        Ok(py) => {
+            for b in Baseline::ALL {
+                checks.push(Check::run(format!("{b} baseline"), || {
+                    py.check(b)
+                        .map(|v| {
+                            format!(
+                                "{} {} (python {} at {})",
+                                b.name(),
+                                v.version,
+                                v.python,
+                                v.python_path.display()
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
+    crate::doctor::render(&crate::doctor::collect(sel, checks))
 }
 
 /// The merged comparison table of the CSVs in `dir`.

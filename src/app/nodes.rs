@@ -9,7 +9,7 @@ use actix::Actor;
 use tokio::sync::oneshot;
 
 use super::sweep::{run_local_baselines, run_python_baselines, write_outputs, SweepConfig, SweepOutcome};
-use super::{clear_outputs, interrupted, open_store, select_transport, tcp_factory, AppError, NodeOptions};
+use super::{backend_factory, choose_backend, clear_outputs, interrupted, open_store, AppError, NodeOptions};
 use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
 use crate::control::{CtrlStore, CtrlUrl};
 use crate::rpc::ServeEnd;
@@ -30,7 +30,7 @@ pub struct WorkerConfig {
 /// [`AppError`] when the worker could not start or its rendezvous failed.
 pub fn worker(cfg: &WorkerConfig) -> Result<Vec<WorkerReport>, AppError> {
     cfg.node.validate()?;
-    let (_, why) = select_transport(cfg.node.transport)?;
+    let (backend, why) = choose_backend(&cfg.node)?;
     let scope = cfg
         .node
         .scope
@@ -49,7 +49,7 @@ pub fn worker(cfg: &WorkerConfig) -> Result<Vec<WorkerReport>, AppError> {
         loop {
             let (tx, rx) = oneshot::channel();
             let setup = node.setup(store.clone(), &keys, &alias);
-            let factory = tcp_factory(node.bind, node.advertise_host(), node.geometry().slot_size);
+            let factory = backend_factory(&backend, &node);
             let actor = WorkerActor::new(setup, Box::new(factory), tx).start();
             let mut rx = std::pin::pin!(rx);
             let mut interrupted_now = false;
@@ -100,7 +100,8 @@ pub struct DriverConfig {
 pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
     let s = &cfg.sweep;
     let (plan, skipped) = s.plan()?;
-    let (transport, why) = select_transport(s.node.transport)?;
+    let (backend, why) = choose_backend(&s.node)?;
+    let transport = backend.name();
     let python = s.check_python()?;
     eprintln!("{why}");
     let scope = s
@@ -120,7 +121,7 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
         progress: progress.clone(),
         options: s.options(),
     };
-    let report = run_driver(&s.node, &keys, &cfg.alias, run);
+    let report = run_driver(&s.node, &backend, &keys, &cfg.alias, run);
     progress.finish();
     let driver = report?;
     let mut baselines = run_local_baselines(s, &plan)?;
@@ -144,6 +145,7 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
 /// leave cleanly.
 pub(super) fn run_driver(
     node: &NodeOptions,
+    backend: &super::Backend,
     keys: &slimebench_proto::Keys,
     alias: &str,
     run: RunSweep,
@@ -151,10 +153,10 @@ pub(super) fn run_driver(
     let node = node.clone();
     let keys = keys.clone();
     let alias = alias.to_string();
+    let factory = backend_factory(backend, &node);
     actix::System::new().block_on(async move {
         let store = open_store(&node.ctrl).await?;
         let setup = node.setup(store, &keys, &alias);
-        let factory = tcp_factory(node.bind, node.advertise_host(), node.geometry().slot_size);
         let driver = DriverActor::new(setup, Box::new(factory)).start();
         let sweep = driver.send(run);
         tokio::pin!(sweep);
@@ -198,14 +200,21 @@ pub(super) struct ChildWorker {
 }
 
 impl ChildWorker {
-    pub(super) fn spawn(node: &NodeOptions, scope: &str) -> Result<ChildWorker, AppError> {
+    pub(super) fn spawn(node: &NodeOptions, backend: &super::Backend, scope: &str) -> Result<ChildWorker, AppError> {
         let exe = std::env::current_exe().map_err(|e| AppError::Output {
             what: "cannot find this executable to start the worker".into(),
             detail: e.to_string(),
         })?;
         let mut cmd = Command::new(exe);
         cmd.arg("worker")
-            .args(["--scope", scope, "--alias", "bench-worker", "--transport", "tcp"])
+            .args([
+                "--scope",
+                scope,
+                "--alias",
+                "bench-worker",
+                "--transport",
+                backend.name(),
+            ])
             .args(["--buf-mb", &node.buf_mb.to_string()])
             .args(["--max-inflight", &node.max_inflight.to_string()])
             .args(["--spin-us", &node.spin.as_micros().to_string()])
@@ -214,6 +223,16 @@ impl ChildWorker {
             .args(["--heartbeat-ms", &node.heartbeat.as_millis().to_string()]);
         if let Some(a) = &node.advertise {
             cmd.args(["--advertise", a]);
+        }
+        let r = &node.rdma;
+        if let Some(d) = &r.device {
+            cmd.args(["--device", d]);
+        }
+        if let Some(p) = r.ib_port {
+            cmd.args(["--ib-port", &p.to_string()]);
+        }
+        if let Some(g) = r.gid_index {
+            cmd.args(["--gid-index", &g.to_string()]);
         }
         if let CtrlUrl::Redis(url) = &node.ctrl {
             // Through the environment, not argv: the URL may carry a password.

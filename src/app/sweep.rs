@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::nodes::{run_driver, scope_keys, ChildWorker};
 use super::{
-    clear_outputs, fresh_id, interrupted, select_transport, shell_words, tcp_factory, write_system, AppError,
+    backend_factory, choose_backend, clear_outputs, fresh_id, interrupted, shell_words, write_system, AppError,
     NodeOptions,
 };
 use crate::actors::{DriverActor, DriverReport, NodeError, RunSweep, Shutdown, WorkerActor, WorkerReport};
@@ -174,7 +174,8 @@ pub struct SweepOutcome {
 /// [`AppError`] with a one-line explanation.
 pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     let (plan, skipped) = cfg.plan()?;
-    let (transport, why) = select_transport(cfg.node.transport)?;
+    let (backend, why) = choose_backend(&cfg.node)?;
+    let transport = backend.name();
     let python = cfg.check_python()?;
     eprintln!("{why}");
     let scope = cfg
@@ -192,10 +193,10 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         options: cfg.options(),
     };
     let (driver, worker, leftover_keys) = match &cfg.node.ctrl {
-        CtrlUrl::Memory => run_embedded(&cfg.node, &keys, run)?,
+        CtrlUrl::Memory => run_embedded(&cfg.node, &backend, &keys, run)?,
         CtrlUrl::Redis(_) => {
-            let mut child = ChildWorker::spawn(&cfg.node, &scope)?;
-            let r = run_driver(&cfg.node, &keys, "bench-driver", run);
+            let mut child = ChildWorker::spawn(&cfg.node, &backend, &scope)?;
+            let r = run_driver(&cfg.node, &backend, &keys, "bench-driver", run);
             let exit = child.finish(Duration::from_secs(15));
             let driver = r?;
             if let Err(e) = exit {
@@ -399,15 +400,15 @@ pub(super) fn write_outputs(
 /// through the embedded store. Ctrl-C shuts both down cleanly.
 fn run_embedded(
     node: &NodeOptions,
+    backend: &super::Backend,
     keys: &slimebench_proto::Keys,
     run: RunSweep,
 ) -> Result<(DriverReport, Option<WorkerReport>, Vec<String>), AppError> {
     let store = crate::control::MemoryStore::new();
     let driver_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-driver");
     let worker_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-worker");
-    let slot = node.geometry().slot_size;
-    let driver_factory = tcp_factory(node.bind, node.advertise_host(), slot);
-    let worker_factory = tcp_factory(node.bind, node.advertise_host(), slot);
+    let driver_factory = backend_factory(backend, node);
+    let worker_factory = backend_factory(backend, node);
     let system = actix::System::new();
     let (report, worker_report) = system.block_on(async move {
         let worker_thread = Arbiter::new();
