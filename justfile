@@ -44,6 +44,20 @@ bench *ARGS:
     just redis-up
     CTRL={{redis_url}} cargo run --release -- sweep --with-ray {{ARGS}}
 
+# On an RDMA machine: the sweep over RDMA verbs with Ray beside it (device from
+# /sys/class/infiniband unless RDMA_DEVICE is set; builds with --features rdma).
+bench-rdma *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dev="${RDMA_DEVICE:-$(ls /sys/class/infiniband 2>/dev/null | head -1 || true)}"
+    if [ -z "$dev" ]; then
+        echo "no RDMA device under /sys/class/infiniband; see: cargo run --features rdma -- doctor" >&2
+        exit 1
+    fi
+    .venv/bin/python -c 'import ray' 2>/dev/null || just setup
+    just redis-up
+    CTRL={{redis_url}} cargo run --release --features rdma -- sweep --transport rdma --device "$dev" --with-ray {{ARGS}}
+
 # The sweep alone, embedded (no Redis, no Python): what the README's quick start runs.
 bench-local *ARGS:
     cargo run --release -- sweep --with-floor {{ARGS}}
