@@ -10,6 +10,7 @@ use slimebench_proto::{
     Completion, ConnectError, LinkFailure, LocalSlice, MrDesc, MrKey, PostError, RegisterError, RemoteAddr, Transport,
     TransportAddr, TransportError, TransportKind,
 };
+use slimebench_shm::ShmTransport;
 use slimebench_tcp::TcpTransport;
 use slimebench_verbs::VerbsTransport;
 
@@ -20,6 +21,7 @@ use slimebench_verbs::VerbsTransport;
 pub enum AnyTransport {
     Tcp(TcpTransport),
     Rdma(Box<VerbsTransport>),
+    Shm(Box<ShmTransport>),
 }
 
 macro_rules! each {
@@ -27,6 +29,7 @@ macro_rules! each {
         match $self {
             AnyTransport::Tcp($t) => $e,
             AnyTransport::Rdma($t) => $e,
+            AnyTransport::Shm($t) => $e,
         }
     };
 }

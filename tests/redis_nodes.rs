@@ -369,3 +369,41 @@ fn a_frozen_worker_is_detected_by_its_lease_expiring() {
     assert!(noticed < Duration::from_millis(2000), "noticed after {noticed:?}");
     eprintln!("frozen worker noticed after {noticed:?}");
 }
+
+#[test]
+fn shared_memory_between_two_processes_over_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let scope = format!("shmx{}", std::process::id());
+    let w = worker(&url, &scope, &["--transport", "shm"]);
+    let d = wait(
+        driver(&url, &scope, &[&quick()[..], &["--transport", "shm"]].concat()),
+        Duration::from_secs(60),
+        "driver",
+    );
+    assert!(d.status.success(), "driver: {}", text(&d.stderr));
+    assert!(text(&d.stderr).contains("transport: shm"), "{}", text(&d.stderr));
+    let w = wait(w, Duration::from_secs(20), "worker");
+    assert!(w.status.success(), "worker: {}", text(&w.stderr));
+    assert!(scope_keys(&url, &scope).is_empty());
+    assert_eq!(crate::sweep::shm_leftovers(&scope), Vec::<String>::new());
+}
+
+#[test]
+fn shared_memory_refuses_a_peer_on_another_transport() {
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let w = worker(&url, "mixed", &["--transport", "tcp"]);
+    let d = wait(
+        driver(&url, "mixed", &[&quick()[..], &["--transport", "shm"]].concat()),
+        Duration::from_secs(60),
+        "driver",
+    );
+    let err = text(&d.stderr);
+    assert!(!d.status.success());
+    assert!(
+        err.contains("transport mismatch") && err.contains("--transport"),
+        "{err}"
+    );
+    let _ = wait(w, Duration::from_secs(20), "worker");
+}

@@ -107,3 +107,44 @@ fn bad_settings_are_refused_before_anything_runs() {
     let err = sweep(&cfg).unwrap_err();
     assert!(err.to_string().contains("--scope"), "{err}");
 }
+
+/// Segments this run's scope left in /dev/shm (names carry the scope).
+pub fn shm_leftovers(scope: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(scope))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn shared_memory_sweep_checks_every_reply_and_leaves_nothing_in_dev_shm() {
+    let mut cfg = quick("shm");
+    cfg.node.transport = TransportChoice::Shm;
+    cfg.node.scope = Some(format!("shmtest{}", std::process::id()));
+    let out = sweep(&cfg).unwrap();
+    assert_eq!(out.transport, "shm");
+    assert_eq!(out.slime.len(), 8);
+    let worker = out.worker.as_ref().unwrap();
+    assert_eq!(worker.server.requests, 32);
+    assert!(out.driver.clean_exit && worker.clean_exit);
+    assert!(out.leftover_keys.is_empty());
+    assert_eq!(shm_leftovers(&out.scope), Vec::<String>::new());
+}
+
+#[test]
+fn auto_picks_shared_memory_when_both_agents_share_the_host() {
+    let mut cfg = quick("auto");
+    cfg.node.transport = TransportChoice::Auto;
+    cfg.max_size_mb = 1;
+    let out = sweep(&cfg).unwrap();
+    // No RDMA device here (a machine with one would pick rdma).
+    if out.transport == "rdma" {
+        eprintln!("skipping the shm check: an RDMA device is usable here");
+        return;
+    }
+    assert_eq!(out.transport, "shm");
+}

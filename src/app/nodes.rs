@@ -30,7 +30,7 @@ pub struct WorkerConfig {
 /// [`AppError`] when the worker could not start or its rendezvous failed.
 pub fn worker(cfg: &WorkerConfig) -> Result<Vec<WorkerReport>, AppError> {
     cfg.node.validate()?;
-    let (backend, why) = choose_backend(&cfg.node)?;
+    let (backend, why) = choose_backend(&cfg.node, false)?;
     let scope = cfg
         .node
         .scope
@@ -49,7 +49,7 @@ pub fn worker(cfg: &WorkerConfig) -> Result<Vec<WorkerReport>, AppError> {
         loop {
             let (tx, rx) = oneshot::channel();
             let setup = node.setup(store.clone(), &keys, &alias);
-            let factory = backend_factory(&backend, &node);
+            let factory = backend_factory(&backend, &node, &scope, &setup);
             let actor = WorkerActor::new(setup, Box::new(factory), tx).start();
             let mut rx = std::pin::pin!(rx);
             let mut interrupted_now = false;
@@ -100,7 +100,7 @@ pub struct DriverConfig {
 pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
     let s = &cfg.sweep;
     let (plan, skipped) = s.plan()?;
-    let (backend, why) = choose_backend(&s.node)?;
+    let (backend, why) = choose_backend(&s.node, false)?;
     let transport = backend.name();
     let python = s.check_python()?;
     eprintln!("{why}");
@@ -121,7 +121,7 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
         progress: progress.clone(),
         options: s.options(),
     };
-    let report = run_driver(&s.node, &backend, &keys, &cfg.alias, run);
+    let report = run_driver(&s.node, &backend, &scope, &keys, &cfg.alias, run);
     progress.finish();
     let driver = report?;
     let mut baselines = run_local_baselines(s, &plan)?;
@@ -146,6 +146,7 @@ pub fn driver(cfg: &DriverConfig) -> Result<SweepOutcome, AppError> {
 pub(super) fn run_driver(
     node: &NodeOptions,
     backend: &super::Backend,
+    scope: &str,
     keys: &slimebench_proto::Keys,
     alias: &str,
     run: RunSweep,
@@ -153,10 +154,11 @@ pub(super) fn run_driver(
     let node = node.clone();
     let keys = keys.clone();
     let alias = alias.to_string();
-    let factory = backend_factory(backend, &node);
+    let (backend, scope) = (backend.clone(), scope.to_string());
     actix::System::new().block_on(async move {
         let store = open_store(&node.ctrl).await?;
         let setup = node.setup(store, &keys, &alias);
+        let factory = backend_factory(&backend, &node, &scope, &setup);
         let driver = DriverActor::new(setup, Box::new(factory)).start();
         let sweep = driver.send(run);
         tokio::pin!(sweep);

@@ -174,7 +174,7 @@ pub struct SweepOutcome {
 /// [`AppError`] with a one-line explanation.
 pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
     let (plan, skipped) = cfg.plan()?;
-    let (backend, why) = choose_backend(&cfg.node)?;
+    let (backend, why) = choose_backend(&cfg.node, true)?;
     let transport = backend.name();
     let python = cfg.check_python()?;
     eprintln!("{why}");
@@ -193,10 +193,10 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
         options: cfg.options(),
     };
     let (driver, worker, leftover_keys) = match &cfg.node.ctrl {
-        CtrlUrl::Memory => run_embedded(&cfg.node, &backend, &keys, run)?,
+        CtrlUrl::Memory => run_embedded(&cfg.node, &backend, &scope, &keys, run)?,
         CtrlUrl::Redis(_) => {
             let mut child = ChildWorker::spawn(&cfg.node, &backend, &scope)?;
-            let r = run_driver(&cfg.node, &backend, &keys, "bench-driver", run);
+            let r = run_driver(&cfg.node, &backend, &scope, &keys, "bench-driver", run);
             let exit = child.finish(Duration::from_secs(15));
             let driver = r?;
             if let Err(e) = exit {
@@ -240,6 +240,7 @@ pub fn sweep(cfg: &SweepConfig) -> Result<SweepOutcome, AppError> {
 #[derive(Debug, Default, Clone)]
 pub(super) struct Baselines {
     pub floor: Option<Vec<SizeStats>>,
+    pub memcpy: Option<Vec<SizeStats>>,
     pub actix: Option<Vec<SizeStats>>,
     /// Ray / Pulsing: their scripts wrote their CSVs into the output folder.
     pub python: Vec<BaselineResult>,
@@ -280,6 +281,13 @@ pub(super) fn run_local_baselines(cfg: &SweepConfig, plan: &SweepPlan) -> Result
         })?;
         p.finish();
         b.floor = Some(r);
+        let p = cfg.progress_bar(plan.total_calls());
+        let r = crate::bench::memcpy_floor::run_memcpy_floor(plan, &p).map_err(|e| AppError::Output {
+            what: "memcpy floor".into(),
+            detail: e.to_string(),
+        })?;
+        p.finish();
+        b.memcpy = Some(r);
     }
     if cfg.with_actix {
         let p = cfg.progress_bar(plan.total_calls());
@@ -309,6 +317,7 @@ pub(super) fn write_outputs(
     for (system, name, stats) in [
         (System::Slime, "slime", Some(&driver.stats)),
         (System::Floor, "floor", baselines.floor.as_ref()),
+        (System::Memcpy, "memcpy", baselines.memcpy.as_ref()),
         (System::Actix, "actix", baselines.actix.as_ref()),
     ] {
         if let Some(stats) = stats {
@@ -401,14 +410,15 @@ pub(super) fn write_outputs(
 fn run_embedded(
     node: &NodeOptions,
     backend: &super::Backend,
+    scope: &str,
     keys: &slimebench_proto::Keys,
     run: RunSweep,
 ) -> Result<(DriverReport, Option<WorkerReport>, Vec<String>), AppError> {
     let store = crate::control::MemoryStore::new();
     let driver_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-driver");
     let worker_setup = node.setup(CtrlStore::Memory(store.clone()), keys, "bench-worker");
-    let driver_factory = backend_factory(backend, node);
-    let worker_factory = backend_factory(backend, node);
+    let driver_factory = backend_factory(backend, node, scope, &driver_setup);
+    let worker_factory = backend_factory(backend, node, scope, &worker_setup);
     let system = actix::System::new();
     let (report, worker_report) = system.block_on(async move {
         let worker_thread = Arbiter::new();

@@ -3,6 +3,7 @@ pub mod actix_echo;
 pub mod baselines;
 pub mod csv;
 pub mod floor;
+pub mod memcpy_floor;
 pub mod plan;
 pub mod plot;
 pub mod progress;

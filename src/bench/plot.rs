@@ -59,6 +59,7 @@ fn color(system: System) -> RGBColor {
         System::Ray => RGBColor(0x1f, 0x77, 0xb4),     // blue
         System::Actix => RGBColor(0x2c, 0xa0, 0x2c),   // green
         System::Floor => RGBColor(0x7f, 0x7f, 0x7f),   // grey
+        System::Memcpy => RGBColor(0xbc, 0xbd, 0x22),  // olive
     }
 }
 

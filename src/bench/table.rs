@@ -23,16 +23,20 @@ pub enum System {
     Actix,
     /// Blocking TCP ping-pong between two threads: the floor under everything else.
     Floor,
+    /// Two aligned memcpys per round trip in one process: the floor of any
+    /// transport on one host (what shared memory can approach).
+    Memcpy,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Slime,
         System::Pulsing,
         System::Ray,
         System::Actix,
         System::Floor,
+        System::Memcpy,
     ];
 
     /// The CSV file this system's results live in, inside the results directory.
@@ -43,6 +47,7 @@ impl System {
             System::Ray => "ray_rpc.csv",
             System::Actix => "actix_rpc.csv",
             System::Floor => "floor_rpc.csv",
+            System::Memcpy => "memcpy_rpc.csv",
         }
     }
 
@@ -54,6 +59,7 @@ impl System {
             System::Ray => "Ray",
             System::Actix => "actix",
             System::Floor => "Floor",
+            System::Memcpy => "memcpy",
         }
     }
 }
@@ -225,6 +231,10 @@ pub fn render(c: &Comparison) -> String {
         push("Floor p50".into(), &|s| fmt_opt(field(System::Floor, s, p50), 1));
         push("Floor BW".into(), &|s| fmt_opt(field(System::Floor, s, bw), 3));
     }
+    if has(System::Memcpy) {
+        push("memcpy p50".into(), &|s| fmt_opt(field(System::Memcpy, s, p50), 1));
+        push("memcpy BW".into(), &|s| fmt_opt(field(System::Memcpy, s, bw), 3));
+    }
     for (peer, header) in [
         (System::Pulsing, "S/Pul"),
         (System::Ray, "S/Ray"),
@@ -242,6 +252,11 @@ pub fn render(c: &Comparison) -> String {
         });
         push("BW S/Floor".into(), &|s| {
             fmt_ratio(field(System::Slime, s, bw), field(System::Floor, s, bw))
+        });
+    }
+    if has(System::Memcpy) {
+        push("BW S/memcpy".into(), &|s| {
+            fmt_ratio(field(System::Slime, s, bw), field(System::Memcpy, s, bw))
         });
     }
 
@@ -324,7 +339,8 @@ mod tests {
                 "pulsing_rpc.csv",
                 "ray_rpc.csv",
                 "actix_rpc.csv",
-                "floor_rpc.csv"
+                "floor_rpc.csv",
+                "memcpy_rpc.csv"
             ]
         );
         assert_eq!(System::Actix.label(), "actix");

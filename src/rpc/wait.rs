@@ -58,6 +58,11 @@ impl Spinner {
             std::hint::spin_loop();
             return true;
         }
+        // Give the core away now and then: when another runnable thread
+        // shares it (the peer we wait for, on a busy 2-core machine), a pure
+        // spin would keep it off the core for the whole budget. With a free
+        // core sched_yield returns at once.
+        std::thread::yield_now();
         let now = Instant::now();
         let start = *self.started.get_or_insert(now);
         now.duration_since(start) < self.budget
