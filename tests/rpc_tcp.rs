@@ -4,8 +4,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use slimebench::bench::method::fill_pattern;
 use slimebench::bench::plan::ALL_SIZES;
-use slimebench::bench::sweep::fill_pattern;
 use slimebench::rpc::{Alarm, Echo, RpcClient, RpcError, RpcServer, ServeEnd, SpinPolicy, Trip};
 use slimebench_proto::header::METHOD_ECHO;
 use slimebench_proto::{CompletionKind, Geometry, Header, LocalSlice, Transport, WcStatus, HEADER_LEN};

@@ -8,10 +8,11 @@
 use actix::{Actor, Arbiter};
 use tokio::time::Instant;
 
+use super::method::SizeRun;
 use super::plan::SweepPlan;
 use super::progress::Progress;
 use super::stats::SizeStats;
-use super::sweep::{fill_pattern, first_difference, stamp, SweepError};
+use super::sweep::SweepError;
 use crate::actors::echo::{Echo, EchoActor};
 
 /// Run `plan` against an echo actor on its own thread.
@@ -25,38 +26,25 @@ pub fn run_actix_echo(plan: &SweepPlan, progress: &Progress, check_every: usize)
         let thread = Arbiter::new();
         let addr = EchoActor::start_in_arbiter(&thread.handle(), |_| EchoActor);
         let mut out = Vec::with_capacity(plan.sizes.len());
-        let mut seq = 0u64;
         for sp in &plan.sizes {
             progress.set_stage("actix", sp.size);
-            let mut payload = vec![0u8; sp.size];
-            fill_pattern(&mut payload);
-            let mut samples = Vec::with_capacity(sp.iters);
-            for call in 0..sp.warmup + sp.iters {
-                seq += 1;
-                stamp(&mut payload, seq);
+            let mut run = SizeRun::new(sp, check_every);
+            while let Some(call) = run.next_call() {
                 let t0 = Instant::now();
-                let reply = addr.send(Echo(payload.clone())).await.map_err(|e| SweepError::Call {
-                    size: sp.size,
-                    call,
-                    source: crate::rpc::RpcError::PeerGone(format!("echo actor: {e}")),
-                })?;
+                let reply = addr
+                    .send(Echo(run.payload().to_vec()))
+                    .await
+                    .map_err(|e| SweepError::Call {
+                        size: sp.size,
+                        call,
+                        source: crate::rpc::RpcError::PeerGone(format!("echo actor: {e}")),
+                    })?;
                 let elapsed = t0.elapsed();
-                let check = call == 0 || (check_every > 0 && call % check_every == 0);
-                if check {
-                    if let Some(offset) = first_difference(&reply, &payload) {
-                        return Err(SweepError::Mismatch {
-                            size: sp.size,
-                            call,
-                            offset,
-                        });
-                    }
-                }
-                if call >= sp.warmup {
-                    samples.push(elapsed);
-                }
+                run.check(call, &reply)?;
+                run.record(call, elapsed);
                 progress.inc(1);
             }
-            out.push(SizeStats::from_samples(sp.size, &samples));
+            out.push(run.finish());
         }
         thread.stop();
         Ok(out)

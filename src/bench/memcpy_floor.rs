@@ -7,10 +7,11 @@ use tokio::time::Instant;
 
 use slimebench_proto::AlignedBuf;
 
+use super::method::SizeRun;
 use super::plan::SweepPlan;
 use super::progress::Progress;
 use super::stats::SizeStats;
-use super::sweep::{fill_pattern, first_difference, stamp, SweepError};
+use super::sweep::SweepError;
 
 /// Run `plan`: each call copies `size` bytes A→B then B→C.
 ///
@@ -18,35 +19,23 @@ use super::sweep::{fill_pattern, first_difference, stamp, SweepError};
 /// [`SweepError::Mismatch`] if a copy is wrong (it cannot be, short of broken memory).
 pub fn run_memcpy_floor(plan: &SweepPlan, progress: &Progress) -> Result<Vec<SizeStats>, SweepError> {
     let mut out = Vec::with_capacity(plan.sizes.len());
-    let mut seq = 0u64;
     for sp in &plan.sizes {
         progress.set_stage("memcpy", sp.size);
-        let alloc = |size: usize| AlignedBuf::new(size.max(1)).expect("allocate floor buffers");
-        let (mut a, mut b, mut c) = (alloc(sp.size), alloc(sp.size), alloc(sp.size));
-        fill_pattern(&mut a[..sp.size]);
-        let mut samples = Vec::with_capacity(sp.iters);
-        for call in 0..sp.warmup + sp.iters {
-            seq += 1;
-            stamp(&mut a[..sp.size], seq);
+        let alloc = || AlignedBuf::new(sp.size.max(1)).expect("allocate floor buffers");
+        let (mut b, mut c) = (alloc(), alloc());
+        // Only the first copy is checked: memcpy does not need the sweep's cadence.
+        let mut run = SizeRun::new(sp, 0);
+        while let Some(call) = run.next_call() {
+            let a = run.payload();
             let t0 = Instant::now();
-            b[..sp.size].copy_from_slice(&a[..sp.size]);
+            b[..sp.size].copy_from_slice(a);
             c[..sp.size].copy_from_slice(std::hint::black_box(&b[..sp.size]));
             let elapsed = t0.elapsed();
-            if call == 0 {
-                if let Some(offset) = first_difference(&c[..sp.size], &a[..sp.size]) {
-                    return Err(SweepError::Mismatch {
-                        size: sp.size,
-                        call,
-                        offset,
-                    });
-                }
-            }
-            if call >= sp.warmup {
-                samples.push(elapsed);
-            }
+            run.check(call, &c[..sp.size])?;
+            run.record(call, elapsed);
             progress.inc(1);
         }
-        out.push(SizeStats::from_samples(sp.size, &samples));
+        out.push(run.finish());
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@ pub mod baselines;
 pub mod csv;
 pub mod floor;
 pub mod memcpy_floor;
+pub mod method;
 pub mod plan;
 pub mod plot;
 pub mod progress;

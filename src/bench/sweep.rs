@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use slimebench_proto::header::METHOD_ECHO;
 use slimebench_proto::Transport;
 
+use super::method::SizeRun;
 use super::plan::SweepPlan;
 use super::progress::Progress;
 use super::stats::SizeStats;
@@ -51,31 +52,6 @@ impl SweepError {
     }
 }
 
-/// Fill `buf` with the non-zero payload pattern.
-pub fn fill_pattern(buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        // Multiplicative hash of the index: varies every byte, never zero.
-        *b = ((i as u32).wrapping_mul(0x9E37_79B1) >> 24) as u8 | 1;
-    }
-}
-
-/// Stamp the call sequence number into the first bytes.
-pub(crate) fn stamp(buf: &mut [u8], seq: u64) {
-    let n = buf.len().min(8);
-    buf[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
-}
-
-/// Index of the first differing byte.
-pub(crate) fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    if a.len() != b.len() {
-        return Some(a.len().min(b.len()));
-    }
-    if a == b {
-        return None;
-    }
-    a.iter().zip(b).position(|(x, y)| x != y)
-}
-
 /// How the sweep calls.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct SweepOptions {
@@ -96,33 +72,28 @@ pub async fn run_sweep<T: Transport>(
     opts: SweepOptions,
 ) -> Result<Vec<SizeStats>, SweepError> {
     let mut out = Vec::with_capacity(plan.sizes.len());
-    let mut seq = 0u64;
     // Which size's pattern each send slot holds (in-place mode).
     let mut slot_holds = vec![0usize; client.geometry().slot_count as usize];
     for sp in &plan.sizes {
         progress.set_stage("slime", sp.size);
-        let mut payload = vec![0u8; sp.size];
-        fill_pattern(&mut payload);
-        let mut samples = Vec::with_capacity(sp.iters);
-        for call in 0..sp.warmup + sp.iters {
-            seq += 1;
-            stamp(&mut payload, seq);
-            let check = call == 0 || (opts.check_every > 0 && call % opts.check_every == 0);
+        let mut run = SizeRun::new(sp, opts.check_every);
+        while let Some(call) = run.next_call() {
+            let payload = run.payload();
             let t0 = Instant::now();
             let reply = if opts.copy_in {
-                client.call(METHOD_ECHO, &payload).await
+                client.call(METHOD_ECHO, payload).await
             } else {
-                let pattern = &payload;
                 let holds = &mut slot_holds;
                 client
                     .call_with(METHOD_ECHO, sp.size, |id, area| {
+                        // The pattern once per slot and size, then only the stamp.
                         let slot = id.slot as usize;
                         if holds[slot] != sp.size {
-                            area.copy_from_slice(pattern);
+                            area.copy_from_slice(payload);
                             holds[slot] = sp.size;
                         } else {
                             let n = area.len().min(8);
-                            area[..n].copy_from_slice(&pattern[..n]);
+                            area[..n].copy_from_slice(&payload[..n]);
                         }
                     })
                     .await
@@ -133,52 +104,12 @@ pub async fn run_sweep<T: Transport>(
                 source,
             })?;
             let elapsed: Duration = t0.elapsed();
-            if check {
-                if let Some(offset) = first_difference(reply.payload(), &payload) {
-                    return Err(SweepError::Mismatch {
-                        size: sp.size,
-                        call,
-                        offset,
-                    });
-                }
-            }
+            run.check(call, reply.payload())?;
             drop(reply);
-            if call >= sp.warmup {
-                samples.push(elapsed);
-            }
+            run.record(call, elapsed);
             progress.inc(1);
         }
-        out.push(SizeStats::from_samples(sp.size, &samples));
+        out.push(run.finish());
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_is_non_zero_and_varied() {
-        let mut b = vec![0u8; 4096];
-        fill_pattern(&mut b);
-        assert!(b.iter().all(|&x| x != 0));
-        let distinct: std::collections::BTreeSet<u8> = b.iter().copied().collect();
-        assert!(distinct.len() > 64);
-    }
-
-    #[test]
-    fn stamp_and_difference() {
-        let mut a = vec![1u8; 16];
-        stamp(&mut a, 0x0102);
-        assert_eq!(&a[..3], &[2, 1, 0]);
-        let mut small = vec![9u8; 3];
-        stamp(&mut small, u64::MAX);
-        assert_eq!(small, vec![255; 3]);
-        let b = a.clone();
-        assert_eq!(first_difference(&a, &b), None);
-        let mut c = b.clone();
-        c[10] ^= 1;
-        assert_eq!(first_difference(&a, &c), Some(10));
-        assert_eq!(first_difference(&a, &b[..4]), Some(4));
-    }
 }

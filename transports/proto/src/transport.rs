@@ -61,6 +61,30 @@ pub struct LocalSlice {
     pub len: usize,
 }
 
+impl LocalSlice {
+    /// Check that the slice lies inside its region of `region_len` bytes and
+    /// fits one write of at most `max_write_len` bytes (and a u32 length).
+    /// Every backend checks a posted write with this before touching memory.
+    ///
+    /// # Errors
+    /// [`PostError::BadLocalSlice`] outside the region, [`PostError::TooLong`] over the limit.
+    pub fn validate(&self, region_len: usize, max_write_len: usize) -> Result<(), PostError> {
+        if self.offset.checked_add(self.len).is_none_or(|end| end > region_len) {
+            return Err(PostError::BadLocalSlice {
+                mr: self.mr,
+                offset: self.offset,
+                len: self.len,
+                region_len,
+            });
+        }
+        let max = max_write_len.min(u32::MAX as usize);
+        if self.len > max {
+            return Err(PostError::TooLong { len: self.len, max });
+        }
+        Ok(())
+    }
+}
+
 /// Where in the peer's registered memory a write lands.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct RemoteAddr {

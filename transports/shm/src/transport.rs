@@ -920,18 +920,8 @@ impl Transport for ShmTransport {
             .regions
             .get(src.mr.0 as usize)
             .ok_or(PostError::UnknownMr(src.mr))?;
-        if src.offset.checked_add(src.len).is_none_or(|end| end > region.len) {
-            return Err(PostError::BadLocalSlice {
-                mr: src.mr,
-                offset: src.offset,
-                len: src.len,
-                region_len: region.len,
-            });
-        }
+        src.validate(region.len, self.cfg.max_write_len)?;
         let max = self.cfg.max_write_len.min(u32::MAX as usize);
-        if src.len > max {
-            return Err(PostError::TooLong { len: src.len, max });
-        }
         self.maintain();
         if self.check_peer_epoch() {
             return Err(PostError::LinkDown(self.failure.clone().expect("just failed")));

@@ -382,19 +382,7 @@ impl Transport for SimTransport {
             .regions
             .get(src.mr.0 as usize)
             .ok_or(PostError::UnknownMr(src.mr))?;
-        let region_len = region.buf.len();
-        if src.offset.checked_add(src.len).is_none_or(|end| end > region_len) {
-            return Err(PostError::BadLocalSlice {
-                mr: src.mr,
-                offset: src.offset,
-                len: src.len,
-                region_len,
-            });
-        }
-        let max = self.cfg.max_write_len.min(u32::MAX as usize);
-        if src.len > max {
-            return Err(PostError::TooLong { len: src.len, max });
-        }
+        src.validate(region.buf.len(), self.cfg.max_write_len)?;
         let data: Rc<[u8]> = Rc::from(&region.buf[src.offset..src.offset + src.len]);
         self.pending.insert(wr_id);
         self.net.inner.borrow_mut().send(Packet {

@@ -289,23 +289,13 @@ impl Book {
     }
 }
 
-/// Check a local slice against its region and the write limit.
+/// Check a local slice against its region and the write limit (the check
+/// every backend shares, [`LocalSlice::validate`]).
 ///
 /// # Errors
 /// `BadLocalSlice` outside the region, `TooLong` over `max`.
 pub fn check_slice(src: &LocalSlice, region_len: usize, max: usize) -> Result<(), PostError> {
-    if src.offset.checked_add(src.len).is_none_or(|end| end > region_len) {
-        return Err(PostError::BadLocalSlice {
-            mr: src.mr,
-            offset: src.offset,
-            len: src.len,
-            region_len,
-        });
-    }
-    if src.len > max {
-        return Err(PostError::TooLong { len: src.len, max });
-    }
-    Ok(())
+    src.validate(region_len, max)
 }
 
 #[cfg(test)]
