@@ -275,3 +275,67 @@ fn malformed_request_is_answered_with_an_exception() {
         assert_eq!(stats.bad_requests, 1);
     }));
 }
+
+/// The TCP backend's framing and validation are generic over the byte stream:
+/// here they run on in-memory pipes (what a simulated network plugs in),
+/// through the same RPC session, with a dropped pipe read as a closed peer.
+mod over_in_memory_pipes {
+    use super::*;
+    use slimebench_tcp::{AsyncStream, FramedTransport, StreamFactory};
+    use std::io;
+    use std::task::{Context, Poll};
+    use tokio::io::DuplexStream;
+
+    /// One end of a pre-made pipe, handed out by dial (dialer) or accept (acceptor).
+    struct Pipe(Option<DuplexStream>);
+
+    impl StreamFactory for Pipe {
+        type Stream = AsyncStream<DuplexStream>;
+        fn listen_addr(&self) -> String {
+            "pipe".into()
+        }
+        fn dial(&mut self, _addr: &str) -> Result<(), slimebench_proto::ConnectError> {
+            Ok(())
+        }
+        fn poll_dial(&mut self, _: &mut Context<'_>) -> Poll<io::Result<Self::Stream>> {
+            self.0.take().map_or(Poll::Pending, |s| Poll::Ready(Ok(AsyncStream(s))))
+        }
+        fn poll_accept(&mut self, _: &mut Context<'_>) -> Poll<io::Result<Self::Stream>> {
+            self.0.take().map_or(Poll::Pending, |s| Poll::Ready(Ok(AsyncStream(s))))
+        }
+    }
+
+    #[test]
+    fn echo_over_duplex_pipes_and_peer_loss() {
+        let g = geometry(1 << 20, 1);
+        block_on(tokio::task::LocalSet::new().run_until(async {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let cfg = || TcpConfig {
+                max_write_len: 1 << 20,
+                ..TcpConfig::default()
+            };
+            let ct = FramedTransport::new(Pipe(Some(a)), 1, cfg());
+            let st = FramedTransport::new(Pipe(Some(b)), 2, cfg());
+            let mut c = RpcClient::new(ct, g, Rc::new(Alarm::new()), SpinPolicy::NONE).unwrap();
+            let mut s = RpcServer::new(st, g, Rc::new(Alarm::new()), SpinPolicy::NONE).unwrap();
+            let (caddr, saddr) = (c.transport().local_addr(), s.transport().local_addr());
+            c.transport_mut().connect(&saddr).unwrap();
+            s.transport_mut().connect(&caddr).unwrap();
+            c.attach(s.mailbox_desc());
+            s.attach(c.mailbox_desc());
+            let server = tokio::task::spawn_local(async move { s.serve(&mut Echo).await });
+            for size in [1usize, 1024, 200_000, (1 << 20) - HEADER_LEN] {
+                let mut payload = vec![0u8; size];
+                fill_pattern(&mut payload);
+                let reply = c.call(METHOD_ECHO, &payload).await.unwrap();
+                assert!(reply.payload() == &payload[..], "echo of {size} bytes over pipes");
+            }
+            c.shutdown();
+            let end = server.await.unwrap().unwrap();
+            assert!(
+                matches!(end, ServeEnd::PeerGone(ref why) if why.contains("closed")),
+                "{end:?}"
+            );
+        }));
+    }
+}
