@@ -248,6 +248,5 @@ fn log_note(agent: &str, n: &Note) {
         Note::Engaged { peer, incarnation } => {
             tracing::debug!(agent, peer, incarnation = format_args!("{incarnation:#x}"), "engaged")
         }
-        Note::CleanupSkipped => tracing::debug!(agent, "cleanup notification skipped"),
     }
 }

@@ -274,7 +274,6 @@ pub enum Note {
         peer: String,
         incarnation: u64,
     },
-    CleanupSkipped,
 }
 
 /// Output for the caller.
@@ -535,8 +534,8 @@ impl Rendezvous {
     ///
     /// Release is guarded by our incarnation in the store, so it is safe even
     /// when the alias turned out to be held by someone else.
-    pub fn close(&mut self, now: Duration) {
-        let _ = now;
+    /// `now` is taken like every other input, though closing needs no clock.
+    pub fn close(&mut self, _now: Duration) {
         if matches!(self.phase, Phase::CloseNotify | Phase::CloseRelease | Phase::Closed) {
             return;
         }
@@ -1163,7 +1162,7 @@ impl Rendezvous {
                 {
                     self.resend_ready = true;
                 }
-                self.kick(now);
+                self.kick();
                 self.check_peer_ready(now);
             }
             Notification::Reject {
@@ -1220,7 +1219,7 @@ impl Rendezvous {
                 if self.phase == Phase::Ready {
                     self.resend_ready = true;
                 } else {
-                    self.kick(now);
+                    self.kick();
                 }
                 return;
             }
@@ -1473,8 +1472,7 @@ impl Rendezvous {
     }
 
     /// A notification from the peer: retry a backed-off attempt now.
-    fn kick(&mut self, now: Duration) {
-        let _ = now;
+    fn kick(&mut self) {
         if self.retry_at.is_some() && !self.phase_issued {
             self.retry_at = None;
         }
