@@ -9,7 +9,7 @@ use slimebench_proto::{
     CallId, CallTable, Completion, CompletionKind, Geometry, Header, LocalSlice, MrDesc, MrKey, Transport, HEADER_LEN,
 };
 
-use super::wait::{SpinPolicy, Spinner};
+use super::wait::{SpinPolicy, Spinner, WorkBudget};
 use super::{Alarm, RpcError, Trip};
 
 /// Counters (the data path never logs per message).
@@ -246,6 +246,7 @@ impl<T: Transport> RpcClient<T> {
         // Bounds polls that report readiness without delivering anything, so a
         // misbehaving transport cannot hold the thread.
         let mut idle_ready = 0u32;
+        let mut budget = WorkBudget::default();
         loop {
             self.check_alarm();
             if let Some(e) = &self.failed {
@@ -255,6 +256,10 @@ impl<T: Transport> RpcClient<T> {
                 return Poll::Ready(Ok(len));
             }
             if self.drain() {
+                if !budget.spend() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 spinner.reset();
                 continue;
             }

@@ -77,3 +77,6 @@ impl RpcError {
         )
     }
 }
+
+#[cfg(test)]
+mod budget_tests;

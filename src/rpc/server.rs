@@ -10,7 +10,7 @@ use slimebench_proto::{
     HEADER_LEN,
 };
 
-use super::wait::{SpinPolicy, Spinner};
+use super::wait::{SpinPolicy, Spinner, WorkBudget};
 use super::{Alarm, RpcError, Trip};
 
 /// What a handler made of a request.
@@ -147,6 +147,7 @@ impl<T: Transport> RpcServer<T> {
     fn poll_serve(&mut self, cx: &mut Context<'_>, handler: &mut impl Handler) -> Poll<Result<ServeEnd, RpcError>> {
         let mut spinner = Spinner::new(self.spin);
         let mut idle_ready = 0u32;
+        let mut budget = WorkBudget::default();
         loop {
             match self.alarm.tripped() {
                 Some(Trip::PeerGone(why)) => return Poll::Ready(Ok(ServeEnd::PeerGone(why))),
@@ -159,6 +160,8 @@ impl<T: Transport> RpcServer<T> {
                 Err(e) => return Poll::Ready(Err(e.into())),
             };
             if n > 0 {
+                // What this round brought is served before any yield.
+                let budget_left = budget.spend();
                 spinner.reset();
                 let cq = std::mem::take(&mut self.cq);
                 for c in &cq {
@@ -175,6 +178,10 @@ impl<T: Transport> RpcServer<T> {
                     }
                 }
                 self.cq = cq;
+                if !budget_left {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 continue;
             }
             if self.t.busy_poll_helps() && spinner.keep_spinning() {

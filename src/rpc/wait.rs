@@ -23,6 +23,31 @@ impl SpinPolicy {
     }
 }
 
+/// Rounds of completions one poll may handle before it yields.
+///
+/// A peer that keeps the link busy (a flood of messages, stray or not) must
+/// not keep a poll from returning: the futures polled beside it (the call
+/// timeout, the lease watch, the heartbeat) only run once it does. Like
+/// tokio's cooperative budget, a poll that used its budget wakes its own
+/// task and returns `Pending`, so it is polled again right after the others.
+/// One call in flight needs one or two rounds; 64 keeps batching cheap.
+pub(crate) const WORK_BUDGET: u32 = 64;
+
+/// Counts the completion rounds of one poll against [`WORK_BUDGET`].
+#[derive(Default)]
+pub(crate) struct WorkBudget {
+    rounds: u32,
+}
+
+impl WorkBudget {
+    /// One round of completions was handled; false once the budget is used
+    /// up (the caller then wakes itself and yields).
+    pub(crate) fn spend(&mut self) -> bool {
+        self.rounds += 1;
+        self.rounds < WORK_BUDGET
+    }
+}
+
 /// State of one wait.
 pub(crate) struct Spinner {
     budget: Duration,
