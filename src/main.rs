@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use slimebench::app::nodes::{DriverConfig, WorkerConfig};
-use slimebench::app::{self, AppError, NodeOptions, SweepConfig, TransportChoice};
+use slimebench::app::{
+    self, AppError, DriverConfig, Interrupt, NodeOptions, SweepConfig, TransportChoice, UsageError, WorkerConfig,
+};
 use slimebench::control::CtrlUrl;
 
 #[derive(Parser)]
@@ -251,11 +252,9 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn needs_shared_ctrl(node: &NodeOptions, what: &str) -> Result<(), AppError> {
+fn needs_shared_ctrl(node: &NodeOptions, command: &'static str) -> Result<(), AppError> {
     match node.ctrl {
-        CtrlUrl::Memory => Err(AppError::Usage(format!(
-            "{what} meets its peer through a shared control plane: use --ctrl redis://host:port (see `just redis-up`)"
-        ))),
+        CtrlUrl::Memory => Err(UsageError::NeedsSharedCtrl { command }.into()),
         CtrlUrl::Redis(_) => Ok(()),
     }
 }
@@ -264,10 +263,11 @@ fn main() -> ExitCode {
     app::mark_process_start();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let interrupt = Interrupt::signals();
     let result = match cli.cmd {
         Cmd::Sweep { node, sweep } => {
             let cfg = sweep.config(node.options());
-            app::sweep(&cfg).map(|o| {
+            app::sweep(&cfg, &interrupt).map(|o| {
                 println!("{}", o.table);
                 eprintln!(
                     "wrote {} (connected {:.1} ms after process start)",
@@ -283,11 +283,14 @@ fn main() -> ExitCode {
         } => {
             let node = node.options();
             needs_shared_ctrl(&node, "worker").and_then(|()| {
-                app::nodes::worker(&WorkerConfig {
-                    node,
-                    alias,
-                    serve_forever,
-                })
+                app::worker(
+                    &WorkerConfig {
+                        node,
+                        alias,
+                        serve_forever,
+                    },
+                    &interrupt,
+                )
                 .map(|_| ())
             })
         }
@@ -304,7 +307,7 @@ fn main() -> ExitCode {
                 peer,
             };
             needs_shared_ctrl(&cfg.sweep.node, "driver").and_then(|()| {
-                app::nodes::driver(&cfg).map(|o| {
+                app::driver(&cfg, &interrupt).map(|o| {
                     println!("{}", o.table);
                     eprintln!(
                         "wrote {} (connected {:.1} ms after process start)",

@@ -1,7 +1,7 @@
 //! The whole sweep through the actors: driver and worker on two threads,
 //! rendezvous over the embedded store, real TCP, every reply checked.
 
-use slimebench::app::{sweep, NodeOptions, SweepConfig, TransportChoice};
+use slimebench::app::{sweep, AppError, Interrupt, NodeOptions, SweepConfig, TransportChoice, UsageError};
 use slimebench::bench::csv::{read_csv, CSV_HEADER};
 use slimebench::bench::plan::{KIB, MIB};
 
@@ -28,7 +28,7 @@ fn full_size_range_every_reply_checked_with_floor() {
         with_floor: true,
         ..quick("full")
     };
-    let out = sweep(&cfg).unwrap();
+    let out = sweep(&cfg, &Interrupt::never()).unwrap();
     let sizes: Vec<usize> = out.slime.iter().map(|s| s.size).collect();
     assert_eq!(
         sizes,
@@ -69,7 +69,7 @@ fn copy_in_mode_and_sizes_over_the_slot_are_skipped() {
         ..quick("skip")
     };
     cfg.node.buf_mb = 1;
-    let out = sweep(&cfg).unwrap();
+    let out = sweep(&cfg, &Interrupt::never()).unwrap();
     // A 1 MiB slot carries at most 1 MiB - 16 bytes.
     assert_eq!(out.skipped, vec![MIB, 4 * MIB]);
     assert_eq!(out.slime.last().unwrap().size, 256 * KIB);
@@ -83,29 +83,46 @@ fn several_slots_in_flight_geometry_is_negotiated() {
     };
     cfg.node.max_inflight = 4;
     cfg.node.buf_mb = 1;
-    let out = sweep(&cfg).unwrap();
+    let out = sweep(&cfg, &Interrupt::never()).unwrap();
     assert_eq!(out.slime.len(), 5);
 }
 
 #[test]
 fn bad_settings_are_refused_before_anything_runs() {
-    let err = sweep(&SweepConfig {
-        max_size_mb: 0,
-        ..quick("bad")
-    })
+    let err = sweep(
+        &SweepConfig {
+            max_size_mb: 0,
+            ..quick("bad")
+        },
+        &Interrupt::never(),
+    )
     .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AppError::Usage(UsageError::OutOfRange {
+                flag: "--max-size-mb",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.to_string(), "--max-size-mb must be at least 1");
     let mut cfg = quick("rdma");
     cfg.node.transport = TransportChoice::Rdma;
-    let err = sweep(&cfg).unwrap_err();
+    let err = sweep(&cfg, &Interrupt::never()).unwrap_err();
+    assert!(matches!(err, AppError::RdmaUnusable { .. }), "{err:?}");
     assert!(
         err.to_string().contains("RDMA support") && err.to_string().contains("--transport tcp"),
         "{err}"
     );
     let mut cfg = quick("scope");
     cfg.node.scope = Some("bad scope!".into());
-    let err = sweep(&cfg).unwrap_err();
-    assert!(err.to_string().contains("--scope"), "{err}");
+    let err = sweep(&cfg, &Interrupt::never()).unwrap_err();
+    assert!(
+        matches!(err, AppError::Usage(UsageError::BadName { flag: "--scope", .. })),
+        "{err:?}"
+    );
 }
 
 /// Segments this run's scope left in /dev/shm (names carry the scope).
@@ -125,7 +142,7 @@ fn shared_memory_sweep_checks_every_reply_and_leaves_nothing_in_dev_shm() {
     let mut cfg = quick("shm");
     cfg.node.transport = TransportChoice::Shm;
     cfg.node.scope = Some(format!("shmtest{}", std::process::id()));
-    let out = sweep(&cfg).unwrap();
+    let out = sweep(&cfg, &Interrupt::never()).unwrap();
     assert_eq!(out.transport, "shm");
     assert_eq!(out.slime.len(), 8);
     let worker = out.worker.as_ref().unwrap();
@@ -140,7 +157,7 @@ fn auto_picks_shared_memory_when_both_agents_share_the_host() {
     let mut cfg = quick("auto");
     cfg.node.transport = TransportChoice::Auto;
     cfg.max_size_mb = 1;
-    let out = sweep(&cfg).unwrap();
+    let out = sweep(&cfg, &Interrupt::never()).unwrap();
     // No RDMA device here (a machine with one would pick rdma).
     if out.transport == "rdma" {
         eprintln!("skipping the shm check: an RDMA device is usable here");

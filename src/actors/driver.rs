@@ -118,7 +118,7 @@ pub async fn drive_sweep<T: Transport, S: ControlStore>(
     alarm: Rc<Alarm>,
 ) -> Result<DriverReport, NodeError> {
     let started = Instant::now();
-    let transport = factory().map_err(NodeError::Transport)?;
+    let transport = factory()?;
     let mut client = RpcClient::new(transport, setup.geometry, alarm.clone(), setup.spin)?;
     client.set_call_timeout(setup.call_timeout);
     let local = setup.local(client.transport(), client.mailbox_desc());

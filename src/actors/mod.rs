@@ -27,7 +27,57 @@ use crate::rpc::{RpcError, SpinPolicy};
 /// Builds the transport on the actor's own thread (an RDMA QP, a TCP
 /// listener registered with that thread's reactor, …). Not `Send`: callers
 /// that start an actor on another thread box a `Send` closure there.
-pub type TransportFactory<T> = Box<dyn FnOnce() -> Result<T, String>>;
+pub type TransportFactory<T> = Box<dyn FnOnce() -> Result<T, OpenTransportError>>;
+
+/// Why a backend could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenTransportError {
+    /// The TCP listener could not bind (address in use, not local, …).
+    #[error("cannot listen on {bind}: {source}")]
+    TcpListen {
+        bind: std::net::IpAddr,
+        #[source]
+        source: SharedError,
+    },
+    /// The RDMA device could not be opened.
+    #[error(transparent)]
+    Rdma(#[from] slimebench_verbs::OpenError),
+    /// The shared-memory transport could not be created.
+    #[error("shared memory: {0}")]
+    Shm(#[source] SharedError),
+}
+
+/// A source error that is neither `Clone` nor `PartialEq` (an `io::Error`, a
+/// backend's own error), shared so a [`NodeError`] can be cloned. Two are
+/// equal when they say the same thing.
+#[derive(Debug, Clone)]
+pub struct SharedError(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl SharedError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SharedError(std::sync::Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for SharedError {}
 
 /// Everything one agent needs besides its transport.
 #[derive(Clone)]
@@ -67,7 +117,7 @@ impl<S> AgentSetup<S> {
 pub enum NodeError {
     /// The transport could not be created (bind failed, no device, …).
     #[error("cannot create transport: {0}")]
-    Transport(String),
+    Transport(#[from] OpenTransportError),
     #[error(transparent)]
     Rpc(#[from] RpcError),
     #[error("rendezvous failed: {0}")]

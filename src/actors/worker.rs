@@ -88,7 +88,7 @@ pub async fn serve<T: Transport, S: ControlStore>(
     factory: TransportFactory<T>,
     alarm: Rc<Alarm>,
 ) -> Result<WorkerReport, NodeError> {
-    let transport = factory().map_err(NodeError::Transport)?;
+    let transport = factory()?;
     let mut server = RpcServer::new(transport, setup.geometry, alarm.clone(), setup.spin)?;
     let local = setup.local(server.transport(), server.mailbox_desc());
     let machine = Rendezvous::new(setup.keys.clone(), local, Role::Responder, setup.timing.clone());

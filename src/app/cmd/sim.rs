@@ -1,7 +1,7 @@
 //! `slimebench sim`: the deterministic simulator from the command line.
 
-use super::AppError;
 use crate::actors::NodeError;
+use crate::app::AppError;
 
 /// What `slimebench sim` does.
 #[derive(Clone, Debug)]
@@ -16,7 +16,8 @@ pub enum SimCommand {
 /// Run the deterministic simulator. Returns the report to print.
 ///
 /// # Errors
-/// [`AppError::Usage`] carrying the report when an invariant was violated.
+/// [`AppError::SimViolations`] (the report names the seeds) or
+/// [`AppError::SimReplayDiverged`].
 pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
     use crate::sim::swarm::{check_seed, run_swarm};
     match *cmd {
@@ -38,14 +39,18 @@ pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
                     crate::sim::run(&sc).log_tail.join("\n")
                 );
             }
-            let rep = check_seed(seed).map_err(|v| AppError::Usage(format!("{v}{extra}")))?;
+            let rep = check_seed(seed).map_err(|v| AppError::SimViolations {
+                failing_seeds: vec![seed],
+                report: format!("{v}{extra}"),
+            })?;
             let again = crate::sim::run(&crate::sim::swarm::scenario_for_seed(seed).0);
             let o = &rep.outcome;
             if again.event_hash != o.event_hash {
-                return Err(AppError::Usage(format!(
-                    "seed {seed}: replay diverged (event-log hash {:#x} then {:#x})",
-                    o.event_hash, again.event_hash
-                )));
+                return Err(AppError::SimReplayDiverged {
+                    seed,
+                    first: o.event_hash,
+                    second: again.event_hash,
+                });
             }
             let p2 = o.phase2.as_ref();
             Ok(format!(
@@ -80,11 +85,15 @@ pub fn sim(cmd: &SimCommand) -> Result<String, AppError> {
             if summary.violations.is_empty() {
                 Ok(summary.to_string())
             } else {
-                let seeds: Vec<String> = summary.violations.iter().map(|v| v.seed.to_string()).collect();
-                Err(AppError::Usage(format!(
-                    "{summary}\nfailing seeds: {} (replay one: slimebench sim --seed N)",
-                    seeds.join(", ")
-                )))
+                let failing_seeds: Vec<u64> = summary.violations.iter().map(|v| v.seed).collect();
+                let seeds: Vec<String> = failing_seeds.iter().map(u64::to_string).collect();
+                Err(AppError::SimViolations {
+                    report: format!(
+                        "{summary}\nfailing seeds: {} (replay one: slimebench sim --seed N)",
+                        seeds.join(", ")
+                    ),
+                    failing_seeds,
+                })
             }
         }
     }
