@@ -1,8 +1,9 @@
-//! Choosing the data-path backend at run time.
+//! The data-path backend chosen at run time.
 //!
 //! [`AnyTransport`] is an enum over the backends (static dispatch: every
 //! method is a `match`), so the generic actors, RPC session and agent run on
-//! whichever one [`choose`] picks, with the reason in one line.
+//! whichever one the app's backend choice (`app/backend_choice.rs`) picks,
+//! with the reason in one line.
 
 use std::task::{Context, Poll};
 

@@ -1,7 +1,10 @@
 //! The control plane: where agents meet.
 //!
 //! - [`ControlStore`] (defined in `slimebench_proto`): the store seam, with the
-//!   backends [`memory`] (embedded default: one process, no setup);
+//!   backends [`memory`] (embedded default: one process, no setup) and
+//!   [`redis`] (`--ctrl redis://…`: separate processes and hosts, the same
+//!   semantics as `slimebench_proto::store::StoreModel`, one Lua script per
+//!   operation);
 //! - [`agent`]: [`Agent`], the loop that drives the sans-IO rendezvous
 //!   machine of `slimebench_proto::rendezvous` against a store and a transport;
 //! - [`CtrlUrl`]: parsing `--ctrl`.

@@ -17,7 +17,7 @@
 //! caller picks), so the simulator, property tests and the fuzzer drive the
 //! very same code as the real control loops.
 //!
-//! Rules it implements (see DESIGN.md "Control plane and rendezvous"):
+//! Rules it implements (README, "How the pieces work: Rendezvous"):
 //! - **incarnations**: every agent start has a fresh, non-zero incarnation id;
 //!   endpoint and mailbox info are only used when their incarnation equals the
 //!   peer's live lease, so info of an older incarnation is never connected to;

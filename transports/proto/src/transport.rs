@@ -323,6 +323,11 @@ pub trait Transport {
 
     /// Read access to a registered region.
     ///
+    /// The peer may write a region it was given (its [`MrDesc`]) at any time,
+    /// as with RDMA: what is read here is only meaningful once a completion
+    /// said the write that filled it arrived, and a reader must validate it
+    /// (a hostile peer controls these bytes).
+    ///
     /// # Panics
     /// On a key this transport did not hand out.
     fn mr(&self, mr: MrKey) -> &[u8];
