@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use actix::{Actor, Arbiter};
+use actix::{Actor, Addr, Arbiter};
+use slimebench_proto::store::ControlStore;
+use slimebench_proto::Transport;
 use tokio::sync::oneshot;
 
 use super::backend_choice::backend_factory;
@@ -41,19 +43,7 @@ pub(super) fn run_driver(
         let setup = node.setup(store, &keys, &alias);
         let factory = backend_factory(&backend, &node, &scope, &setup);
         let driver = DriverActor::new(setup, Box::new(factory)).start();
-        let sweep = driver.send(run);
-        tokio::pin!(sweep);
-        let report = tokio::select! {
-            r = &mut sweep => r,
-            _ = interrupt.wait() => {
-                eprintln!("interrupted: shutting down");
-                driver.do_send(Shutdown);
-                sweep.await
-            }
-        };
-        report
-            .unwrap_or(Err(NodeError::ActorGone("driver")))
-            .map_err(AppError::Driver)
+        drive(&driver, run, &interrupt, || {}).await.map_err(AppError::Driver)
     })
 }
 
@@ -103,18 +93,7 @@ pub(super) fn run_embedded(
             WorkerActor::new(worker_setup, Box::new(worker_factory), done_tx)
         });
         let driver = DriverActor::new(driver_setup, Box::new(driver_factory)).start();
-        let sweep = driver.send(run);
-        tokio::pin!(sweep);
-        let report = tokio::select! {
-            r = &mut sweep => r,
-            _ = interrupt.wait() => {
-                eprintln!("interrupted: shutting down");
-                driver.do_send(Shutdown);
-                worker.do_send(Shutdown);
-                sweep.await
-            }
-        };
-        let report = report.unwrap_or(Err(NodeError::ActorGone("driver")));
+        let report = drive(&driver, run, &interrupt, || worker.do_send(Shutdown)).await;
         // The worker ends when the driver's cleanup reaches it (or its link
         // closes); bounded in case the driver never got that far.
         let worker_report = match tokio::time::timeout(Duration::from_secs(15), done_rx).await {
@@ -137,4 +116,30 @@ pub(super) fn run_embedded(
         worker: Some(worker),
         leftover_keys: store.keys(&keys.scope_pattern()),
     })
+}
+
+/// Run the sweep on `driver`; when interrupted, shut it down (and whatever
+/// `also` stops) and still wait for its report, so it leaves cleanly.
+async fn drive<T, S>(
+    driver: &Addr<DriverActor<T, S>>,
+    run: RunSweep,
+    interrupt: &Interrupt,
+    also: impl FnOnce(),
+) -> Result<DriverReport, NodeError>
+where
+    T: Transport + 'static,
+    S: ControlStore + 'static,
+{
+    let sweep = driver.send(run);
+    tokio::pin!(sweep);
+    let report = tokio::select! {
+        r = &mut sweep => r,
+        _ = interrupt.wait() => {
+            eprintln!("interrupted: shutting down");
+            driver.do_send(Shutdown);
+            also();
+            sweep.await
+        }
+    };
+    report.unwrap_or(Err(NodeError::ActorGone("driver")))
 }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use slimebench_proto::header::METHOD_ECHO;
+use slimebench_proto::Header;
 use slimebench_proto::{
     Completion, CompletionKind, ConnectError, Geometry, LinkFailure, LocalSlice, MrDesc, MrKey, PostError,
     RegisterError, RemoteAddr, Transport, TransportAddr, TransportError, TransportKind, WcStatus,
@@ -37,6 +38,10 @@ struct FloodTransport {
     regions: Vec<Vec<u8>>,
     /// Messages not yet delivered.
     remaining: u64,
+    /// Echo mode: answer every posted call at once (its slot and length),
+    /// instead of flooding.
+    echo: bool,
+    answer: Option<(u32, u32)>,
 }
 
 impl FloodTransport {
@@ -44,6 +49,16 @@ impl FloodTransport {
         FloodTransport {
             regions: Vec::new(),
             remaining: FLOOD,
+            echo: false,
+            answer: None,
+        }
+    }
+
+    /// A peer that always answers before the caller looks.
+    fn instant_echo() -> Self {
+        FloodTransport {
+            echo: true,
+            ..FloodTransport::new()
         }
     }
 }
@@ -78,10 +93,34 @@ impl Transport for FloodTransport {
     fn connect(&mut self, _peer: &TransportAddr) -> Result<(), ConnectError> {
         Ok(())
     }
-    fn post_write_imm(&mut self, _wr_id: u64, _src: LocalSlice, _dst: RemoteAddr, _imm: u32) -> Result<(), PostError> {
+    fn post_write_imm(&mut self, _wr_id: u64, src: LocalSlice, _dst: RemoteAddr, imm: u32) -> Result<(), PostError> {
+        if self.echo {
+            // The client registers its send area first, then its reply
+            // mailbox: the reply is the request with the reply flag set,
+            // in the same slot of the mailbox.
+            let request = &self.regions[src.mr.0 as usize][src.offset..src.offset + src.len];
+            let mut header = Header::decode(request).expect("the client wrote a valid header");
+            header.reply = true;
+            let reply = request.to_vec();
+            let mailbox = &mut self.regions[1][src.offset..src.offset + src.len];
+            mailbox.copy_from_slice(&reply);
+            header.encode(mailbox);
+            self.answer = Some((imm, src.len as u32));
+        }
         Ok(())
     }
     fn poll_completions(&mut self, out: &mut Vec<Completion>) -> Result<usize, TransportError> {
+        if self.echo {
+            let Some((imm, len)) = self.answer.take() else {
+                return Ok(0);
+            };
+            out.push(Completion {
+                wr_id: 0,
+                status: WcStatus::Ok,
+                kind: CompletionKind::RecvImm { imm, len },
+            });
+            return Ok(1);
+        }
         let n = self.remaining.min(BATCH);
         self.remaining -= n;
         for _ in 0..n {
@@ -185,4 +224,37 @@ fn lease_watch_ends_a_serve_loop_while_a_peer_floods_the_link() {
         );
         assert!(server.stats().bad_requests > 0);
     }));
+}
+
+/// Without yielding between calls, a peer that always answers within the
+/// spin window keeps a caller's loop of calls from ever returning to the
+/// executor: its own lease refresh (polled beside it) would starve and the
+/// lease lapse.
+#[test]
+fn a_caller_whose_replies_always_come_at_once_still_lets_its_heartbeat_run() {
+    runtime().block_on(async {
+        let mut client = RpcClient::new(
+            FloodTransport::instant_echo(),
+            GEOMETRY,
+            Rc::new(Alarm::new()),
+            SpinPolicy::NONE,
+        )
+        .unwrap();
+        client.attach(peer_mailbox());
+        const CALLS: u64 = 5_000_000;
+        let mut done = 0u64;
+        let calls = async {
+            while done < CALLS {
+                client.call(METHOD_ECHO, &[7; 64]).await.expect("echo");
+                done += 1;
+            }
+        };
+        let heartbeat = tokio::time::sleep(Duration::from_millis(50));
+        tokio::select! {
+            () = calls => panic!("all {CALLS} calls ended before the 50 ms heartbeat ran"),
+            () = heartbeat => {}
+        }
+        assert!(done > 0, "calls ran");
+        assert!(done < CALLS);
+    });
 }

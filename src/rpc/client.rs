@@ -9,7 +9,7 @@ use slimebench_proto::{
     CallId, CallTable, Completion, CompletionKind, Geometry, Header, LocalSlice, MrDesc, MrKey, Transport, HEADER_LEN,
 };
 
-use super::wait::{SpinPolicy, Spinner, WorkBudget};
+use super::wait::{SpinPolicy, Spinner, WorkBudget, WORK_BUDGET};
 use super::{Alarm, RpcError, Trip};
 
 /// Counters (the data path never logs per message).
@@ -37,6 +37,11 @@ pub struct RpcClient<T: Transport> {
     spin: SpinPolicy,
     call_timeout: Option<Duration>,
     stats: ClientStats,
+    /// Calls completed in a row without this session's task yielding: a
+    /// peer that always answers within the spin window would otherwise keep
+    /// a caller's loop from ever returning to the executor (starving the
+    /// heartbeat and lease watch polled beside it).
+    ready_streak: u32,
 }
 
 impl<T: Transport> RpcClient<T> {
@@ -61,6 +66,7 @@ impl<T: Transport> RpcClient<T> {
             spin,
             call_timeout: None,
             stats: ClientStats::default(),
+            ready_streak: 0,
         })
     }
 
@@ -247,12 +253,18 @@ impl<T: Transport> RpcClient<T> {
         // misbehaving transport cannot hold the thread.
         let mut idle_ready = 0u32;
         let mut budget = WorkBudget::default();
+        if self.ready_streak >= WORK_BUDGET {
+            self.ready_streak = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             self.check_alarm();
             if let Some(e) = &self.failed {
                 return Poll::Ready(Err(e.clone()));
             }
             if let Some(len) = self.calls.reply_len(call) {
+                self.ready_streak += 1;
                 return Poll::Ready(Ok(len));
             }
             if self.drain() {
@@ -275,7 +287,10 @@ impl<T: Transport> RpcClient<T> {
                         return Poll::Pending;
                     }
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.ready_streak = 0;
+                    return Poll::Pending;
+                }
             }
         }
     }
