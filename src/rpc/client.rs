@@ -9,7 +9,7 @@ use slimebench_proto::{
     CallId, CallTable, Completion, CompletionKind, Geometry, Header, LocalSlice, MrDesc, MrKey, Transport, HEADER_LEN,
 };
 
-use super::wait::{SpinPolicy, Spinner, WorkBudget, WORK_BUDGET};
+use super::wait::{SpinPolicy, Spinner, WorkBudget};
 use super::{Alarm, RpcError, Trip};
 
 /// Counters (the data path never logs per message).
@@ -37,11 +37,11 @@ pub struct RpcClient<T: Transport> {
     spin: SpinPolicy,
     call_timeout: Option<Duration>,
     stats: ClientStats,
-    /// Calls completed in a row without this session's task yielding: a
-    /// peer that always answers within the spin window would otherwise keep
-    /// a caller's loop from ever returning to the executor (starving the
-    /// heartbeat and lease watch polled beside it).
-    ready_streak: u32,
+    /// Work since this session's task last yielded: a peer that floods the
+    /// link, or one that always answers within the spin window, would
+    /// otherwise keep a caller from ever returning to the executor (starving
+    /// the call timeout, heartbeat and lease watch polled beside it).
+    work: WorkBudget,
 }
 
 impl<T: Transport> RpcClient<T> {
@@ -66,7 +66,7 @@ impl<T: Transport> RpcClient<T> {
             spin,
             call_timeout: None,
             stats: ClientStats::default(),
-            ready_streak: 0,
+            work: WorkBudget::default(),
         })
     }
 
@@ -252,11 +252,8 @@ impl<T: Transport> RpcClient<T> {
         // Bounds polls that report readiness without delivering anything, so a
         // misbehaving transport cannot hold the thread.
         let mut idle_ready = 0u32;
-        let mut budget = WorkBudget::default();
-        if self.ready_streak >= WORK_BUDGET {
-            self.ready_streak = 0;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        if self.work.exhausted() {
+            return self.yield_now(cx);
         }
         loop {
             self.check_alarm();
@@ -264,13 +261,13 @@ impl<T: Transport> RpcClient<T> {
                 return Poll::Ready(Err(e.clone()));
             }
             if let Some(len) = self.calls.reply_len(call) {
-                self.ready_streak += 1;
+                // Used up: the next poll yields first.
+                self.work.spend();
                 return Poll::Ready(Ok(len));
             }
             if self.drain() {
-                if !budget.spend() {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                if !self.work.spend() {
+                    return self.yield_now(cx);
                 }
                 spinner.reset();
                 continue;
@@ -283,16 +280,23 @@ impl<T: Transport> RpcClient<T> {
                 Poll::Ready(()) => {
                     idle_ready += 1;
                     if idle_ready > 64 {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                        return self.yield_now(cx);
                     }
                 }
                 Poll::Pending => {
-                    self.ready_streak = 0;
+                    self.work.yielded();
                     return Poll::Pending;
                 }
             }
         }
+    }
+
+    /// Return to the executor now and be polled again right after the
+    /// futures beside this one.
+    fn yield_now<R>(&mut self, cx: &mut Context<'_>) -> Poll<R> {
+        self.work.yielded();
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// One call: send `payload`, wait for the reply, return it in place.

@@ -33,18 +33,29 @@ impl SpinPolicy {
 /// One call in flight needs one or two rounds; 64 keeps batching cheap.
 pub(crate) const WORK_BUDGET: u32 = 64;
 
-/// Counts the completion rounds of one poll against [`WORK_BUDGET`].
+/// Work done since a session's task last yielded, against [`WORK_BUDGET`]:
+/// rounds of completions, and (client) calls answered without parking.
+/// Kept across polls, so a loop of calls that never parks yields too.
 #[derive(Default)]
 pub(crate) struct WorkBudget {
-    rounds: u32,
+    used: u32,
 }
 
 impl WorkBudget {
-    /// One round of completions was handled; false once the budget is used
-    /// up (the caller then wakes itself and yields).
+    /// One unit of work was done; false once the budget is used up (the
+    /// caller then wakes itself and yields, see [`WorkBudget::yielded`]).
     pub(crate) fn spend(&mut self) -> bool {
-        self.rounds += 1;
-        self.rounds < WORK_BUDGET
+        self.used += 1;
+        self.used < WORK_BUDGET
+    }
+
+    pub(crate) fn exhausted(&self) -> bool {
+        self.used >= WORK_BUDGET
+    }
+
+    /// The task is about to return `Pending`: the budget starts over.
+    pub(crate) fn yielded(&mut self) {
+        self.used = 0;
     }
 }
 
